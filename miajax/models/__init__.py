@@ -1,0 +1,62 @@
+"""The model zoo: the paper's classification networks as Flax modules.
+
+`create(name, num_classes, norm=...)` is the one entry point. Every module is called as
+`module.apply(variables, x, train=...)` on NHWC float32 images and returns logits of shape
+(batch, num_classes). Models with BatchNorm keep its statistics in the "batch_stats"
+collection; `norm="group"` (for DP-SGD) or `norm="none"` removes that collection.
+
+Per-layer pruning reads depth from the order of the flattened params dict. Layers are created
+in forward order, and their names also sort in forward order ("conv01" ... "conv13",
+"layer1_0" ... "layer4_1", "features00" ... "features18", then "logits"), because JAX rebuilds
+dicts with sorted keys (jit outputs, jax.tree.map, optax updates, checkpoint restores): the
+creation order of a fresh `init` and the sorted order after any transform are the same.
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from miajax.errors import UserError
+from miajax.models.cnn import CNN4
+from miajax.models.lenet import LeNet5
+from miajax.models.mobilenet import MobileNetV2
+from miajax.models.resnet import NORMS, ResNet18
+from miajax.models.vgg import VGG16
+
+_BUILDERS: dict[str, Callable[[int, str], nn.Module]] = {
+    # LeNet-5 and the 4-layer CNN have no normalisation to swap.
+    "lenet5": lambda n, norm: LeNet5(num_classes=n),
+    "cnn4": lambda n, norm: CNN4(num_classes=n),
+    "vgg16": lambda n, norm: VGG16(num_classes=n, norm=norm),
+    "mobilenetv2": lambda n, norm: MobileNetV2(num_classes=n, norm=norm),
+    "resnet18": lambda n, norm: ResNet18(num_classes=n, norm=norm),
+    "mobilenetv2_imagenet": lambda n, norm: MobileNetV2(num_classes=n, norm=norm, imagenet=True),
+    "resnet18_imagenet": lambda n, norm: ResNet18(num_classes=n, norm=norm, imagenet=True),
+}
+
+NAMES = tuple(_BUILDERS)
+
+__all__ = ["CNN4", "LeNet5", "MobileNetV2", "NAMES", "NORMS", "ResNet18", "VGG16", "create"]
+
+
+def create(name: str, num_classes: int, *, norm: str = "batch") -> nn.Module:
+  """Returns the model `name` with a `num_classes`-way classifier.
+
+  Args:
+    name: one of `NAMES`; the plain names are the CIFAR (or MNIST) geometry, the
+      "_imagenet" ones the standard 224x224 networks.
+    num_classes: width of the logits.
+    norm: "batch" (BatchNorm), "group" (GroupNorm, for DP-SGD) or "none"; ignored by
+      lenet5 and cnn4, which have no normalisation.
+
+  Raises:
+    UserError: for an unknown name or norm, or a num_classes that is not an integer >= 2.
+  """
+  if not isinstance(name, str) or name not in _BUILDERS:
+    raise UserError(f"model.name={name!r} is not a known model; allowed: {', '.join(NAMES)}")
+  if not isinstance(norm, str) or norm not in NORMS:
+    raise UserError(
+        f"model.norm={norm!r} is not a known normalisation; allowed: {', '.join(NORMS)}")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    raise UserError(f"num_classes={num_classes!r} is not a class count; allowed: an integer >= 2")
+  return _BUILDERS[name](num_classes, norm)

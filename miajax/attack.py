@@ -1,0 +1,269 @@
+"""The neural-network membership inference attack f_A(y, f(x)) -> P(member).
+
+Two attack models (the paper's App. D):
+  * `AttackModel`, the hierarchical attack of Nasr et al. 2018: the classifier's prediction
+    vector f(x) goes through Dense 1024-512-64, the one-hot label through Dense 512-64, and
+    their concatenation (128) through Dense 256-64-1. ReLU after every hidden layer.
+  * `OneLayerAttack`, one Dense layer on [f(x), onehot(y)] (Rahman et al. 2018), the paper's
+    attack for the CIFAR-10 4-layer CNN.
+
+Both output one logit per example (member = 1). Kernels are initialised N(0, 0.01^2): the
+paper writes N(0, 0.01), and Nasr et al.'s code draws with standard deviation 0.01; biases
+start at zero. Inputs are softmax probabilities (N, C) and integer labels (N,); the models are
+differentiable in the probabilities, which is how Min-Max regularisation pushes the attack's
+gain back into the classifier.
+
+The attack is trained to maximise the empirical gain of Eq. 1 on balanced batches (a member
+batch and a non-member batch of the same size), i.e. to minimise a balanced binary
+cross-entropy.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.special
+
+from miajax import metrics
+from miajax.errors import UserError
+
+KINDS = ('nasr', 'one_layer')
+
+_kernel_init = nn.initializers.normal(stddev=0.01)
+_Dense = functools.partial(nn.Dense, kernel_init=_kernel_init,
+                           bias_init=nn.initializers.zeros)
+
+
+class AttackModel(nn.Module):
+  """Nasr et al.'s hierarchical attack; returns membership logits (N,)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, probs, labels):
+    onehot = jax.nn.one_hot(labels, self.num_classes, dtype=probs.dtype)
+    h = probs
+    for i, width in enumerate((1024, 512, 64)):
+      h = nn.relu(_Dense(width, name=f'prediction_{i}')(h))
+    g = onehot
+    for i, width in enumerate((512, 64)):
+      g = nn.relu(_Dense(width, name=f'label_{i}')(g))
+    z = jnp.concatenate([h, g], axis=-1)
+    for i, width in enumerate((256, 64)):
+      z = nn.relu(_Dense(width, name=f'joint_{i}')(z))
+    return _Dense(1, name='output')(z)[..., 0]
+
+
+class OneLayerAttack(nn.Module):
+  """One Dense layer on [f(x), onehot(y)] (Rahman et al.); returns logits (N,)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, probs, labels):
+    onehot = jax.nn.one_hot(labels, self.num_classes, dtype=probs.dtype)
+    x = jnp.concatenate([probs, onehot], axis=-1)
+    return _Dense(1, name='output')(x)[..., 0]
+
+
+def create(kind: str, num_classes: int) -> nn.Module:
+  """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes."""
+  if kind not in KINDS:
+    raise UserError(f'attack.kind: {kind!r}; expected one of {", ".join(KINDS)}')
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+      or num_classes < 2:
+    raise UserError(f'num_classes: {num_classes!r}; expected an integer >= 2')
+  cls = AttackModel if kind == 'nasr' else OneLayerAttack
+  return cls(num_classes=int(num_classes))
+
+
+@functools.lru_cache(maxsize=None)
+def optimizer(learning_rate: float) -> optax.GradientTransformation:
+  """Adam at `learning_rate`; cached, so equal rates give the same object (one compile)."""
+  return optax.adam(learning_rate)
+
+
+def gain_loss(attack_params, model, probs_in, labels_in, probs_out, labels_out):
+  """Negative empirical gain, -G of Eq. 1: mean BCE over members + mean BCE over non-members.
+
+  Args:
+    attack_params: the model's "params" collection.
+    model: the attack module.
+    probs_in, labels_in: members' softmax outputs (B, C) and labels (B,).
+    probs_out, labels_out: non-members' outputs and labels (the sizes may differ).
+
+  Returns:
+    A scalar, >= 0; log 4 for an attacker that always answers 0.5. log sigmoid is taken
+    from the logits (-softplus), so it is exact and never -inf; differentiable in the params
+    and in both probability arrays.
+  """
+  logit_in = model.apply({'params': attack_params}, probs_in, labels_in)
+  logit_out = model.apply({'params': attack_params}, probs_out, labels_out)
+  return jnp.mean(jax.nn.softplus(-logit_in)) + jnp.mean(jax.nn.softplus(logit_out))
+
+
+@flax.struct.dataclass
+class AttackState:
+  """Attack parameters, their optimizer state and the step count."""
+  params: Any
+  opt_state: Any
+  step: jax.Array
+
+
+def init_state(key, model, num_classes, learning_rate) -> AttackState:
+  """Fresh attack parameters and Adam state; pure (vmap it over keys for many trials).
+
+  `attack_step` must then get `optimizer(learning_rate)` as its `tx`.
+  """
+  probs = jnp.zeros((1, num_classes), jnp.float32)
+  labels = jnp.zeros((1,), jnp.int32)
+  params = model.init(key, probs, labels)['params']
+  return AttackState(params=params, opt_state=optimizer(learning_rate).init(params),
+                     step=jnp.zeros((), jnp.int32))
+
+
+def _attack_step(state, model, tx, batch_in, batch_out):
+  """One Adam step of the attack on a member batch and a non-member batch."""
+  probs_in, labels_in = batch_in
+  probs_out, labels_out = batch_out
+
+  def loss_fn(params):
+    return gain_loss(params, model, probs_in, labels_in, probs_out, labels_out)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return (AttackState(params=params, opt_state=opt_state, step=state.step + 1),
+          {'loss': loss, 'gain': -loss})
+
+
+# model and tx are static: a Flax module compares by its fields and `optimizer` is cached,
+# so equal configurations reuse one compiled step.
+attack_step = jax.jit(_attack_step, static_argnames=('model', 'tx'))
+attack_step.__doc__ = """One attack step, jitted (model and tx static).
+
+Args:
+  state: AttackState.
+  model: the attack module.
+  tx: the optax transformation the state was made for (`optimizer(learning_rate)`).
+  batch_in: (probs (B, C), labels (B,)) of members.
+  batch_out: (probs (B, C), labels (B,)) of non-members.
+
+Returns:
+  (new state, {"loss": -gain, "gain": empirical gain of the batch before the step}).
+"""
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'tx', 'steps', 'batch_size'))
+def _train_epoch(state, key, model, tx, probs_in, labels_in, probs_out, labels_out, *,
+                 steps, batch_size):
+  """One epoch: fresh shuffles of both sets, `steps` balanced batches under lax.scan."""
+  key_in, key_out = jax.random.split(key)
+  take = steps * batch_size
+  idx_in = jax.random.permutation(key_in, probs_in.shape[0])[:take]
+  idx_out = jax.random.permutation(key_out, probs_out.shape[0])[:take]
+  idx_in = idx_in.reshape(steps, batch_size)
+  idx_out = idx_out.reshape(steps, batch_size)
+
+  def body(state, idx):
+    # Gather on device: the data is uploaded once per `train` call, not per step.
+    i, o = idx
+    return _attack_step(state, model, tx, (probs_in[i], labels_in[i]),
+                        (probs_out[o], labels_out[o]))
+
+  return jax.lax.scan(body, state, (idx_in, idx_out))
+
+
+def _probs_and_labels(prefix, probs, labels, num_classes):
+  """Validates (N, C) probabilities and (N,) labels; returns float32 and int32 arrays."""
+  p = np.asarray(probs, dtype=np.float32)
+  if p.ndim != 2 or p.shape[1] != num_classes:
+    raise UserError(f'{prefix}probs: shape {p.shape}; expected (N, {num_classes})')
+  if not np.isfinite(p).all():
+    raise UserError(f'{prefix}probs: non-finite values; expected softmax probabilities')
+  y = np.asarray(labels)
+  if y.shape != (p.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+    raise UserError(f'{prefix}labels: shape {y.shape}, dtype {y.dtype}; '
+                    f'expected ({p.shape[0]},) integers')
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise UserError(f'{prefix}labels: values in [{y.min()}, {y.max()}]; expected classes in '
+                    f'[0, {num_classes - 1}]')
+  return p, y.astype(np.int32)
+
+
+def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
+          nonmember_labels, *, epochs, batch_size=64, learning_rate=1e-3):
+  """Trains an attack on fixed member / non-member outputs (the post-hoc protocol).
+
+  Each epoch draws a fresh seeded shuffle of both sets and runs min(N_in, N_out) // B
+  balanced steps (the remainder of each set sits out that epoch, a different one each
+  time); B is `batch_size`, or the smaller set's size if that is less. One compiled epoch
+  serves every epoch.
+
+  Returns:
+    The trained "params" collection of `create(kind, num_classes)`.
+  """
+  model = create(kind, num_classes)
+  if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+    raise UserError(f'attack.epochs: {epochs!r}; expected an integer >= 0')
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+      or batch_size < 1:
+    raise UserError(f'attack.batch_size: {batch_size!r}; expected an integer >= 1')
+  if not learning_rate > 0:
+    raise UserError(f'attack.learning_rate: {learning_rate!r}; expected a positive number')
+  p_in, y_in = _probs_and_labels('member_', member_probs, member_labels, num_classes)
+  p_out, y_out = _probs_and_labels('nonmember_', nonmember_probs, nonmember_labels,
+                                   num_classes)
+  n = min(p_in.shape[0], p_out.shape[0])
+  if n == 0:
+    raise UserError(f'member_probs/nonmember_probs: {p_in.shape[0]} and {p_out.shape[0]} '
+                    'examples; expected at least one of each')
+  batch = int(min(batch_size, n))
+  steps = n // batch
+  tx = optimizer(float(learning_rate))
+  init_key, epoch_key = jax.random.split(key)
+  state = init_state(init_key, model, num_classes, float(learning_rate))
+  data = jax.device_put((p_in, y_in, p_out, y_out))
+  for epoch in range(int(epochs)):
+    state, _ = _train_epoch(state, jax.random.fold_in(epoch_key, epoch), model, tx, *data,
+                            steps=steps, batch_size=batch)
+  return state.params
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def _logits(params, model, probs, labels):
+  return model.apply({'params': params}, probs, labels)
+
+
+def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
+  """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits)."""
+  model = create(kind, num_classes)
+  p, y = _probs_and_labels('', probs, labels, num_classes)
+  logits = np.asarray(_logits(params, model, p, y), dtype=np.float64)
+  return scipy.special.expit(logits)
+
+
+def evaluate(p_member, is_member) -> dict:
+  """The attack's audit numbers for results.json.
+
+  Returns:
+    {"attack_accuracy": balanced accuracy calling p >= 0.5 a member,
+     "attack_auc": ROC AUC,
+     "attack_tpr_at_fpr": {"0.001": TPR at FPR <= 0.1%, "0.01": TPR at FPR <= 1%},
+     "gain": empirical gain (Eq. 1), "js_divergence": its Eq. 10 JS estimate}.
+  """
+  p = np.asarray(p_member, dtype=np.float64)
+  gain = metrics.empirical_gain(p, is_member)
+  return {
+      'attack_accuracy': metrics.balanced_accuracy(p >= 0.5, is_member),
+      'attack_auc': metrics.roc_auc(p, is_member),
+      'attack_tpr_at_fpr': {
+          '0.001': metrics.tpr_at_fpr(p, is_member, 0.001),
+          '0.01': metrics.tpr_at_fpr(p, is_member, 0.01),
+      },
+      'gain': gain,
+      'js_divergence': metrics.js_from_gain(gain),
+  }

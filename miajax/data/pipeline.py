@@ -1,0 +1,176 @@
+"""Batches for training and evaluation: grain over a TFDS source, placed as sharded arrays.
+
+Training batches carry a leading trial axis: trial k reads the members in its own seeded order
+(epoch e is a permutation drawn from (seed_k, e)), so the batch of any step is a pure function of
+the step number. That makes the input position of a checkpoint just its step, and a resumed run
+reads exactly the batches an uninterrupted one would. Each host reads only its rows of every
+global batch (`jax.process_index()`), and the arrays are assembled across hosts as `jax.Array`s.
+
+Small datasets (digits, MNIST, CIFAR) are read once into host memory; ImageNet is read from its
+array_record source per batch.
+"""
+
+import dataclasses
+from typing import Any, Iterator
+
+import grain
+import jax
+import numpy as np
+from PIL import Image
+
+from miajax.data import sources as sources_lib
+
+# Per-channel mean and std of the train split, on the [0, 1] scale.
+_STATS = {
+    "digits": ((0.1307,), (0.3081,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+_IN_MEMORY = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+
+
+@dataclasses.dataclass
+class Data:
+  """The two splits of a dataset, each readable by index, and how to turn records into inputs."""
+  name: str
+  num_classes: int
+  train: Any          # dict of arrays (in memory) or a random-access source
+  test: Any
+  augment: bool
+  image_size: int     # ImageNet crop; other datasets keep their stored geometry
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    if self.name == "imagenet2012":
+      return (self.image_size, self.image_size, 3)
+    return tuple(self.train["image"].shape[1:])
+
+  def num_examples(self, split: str) -> int:
+    data = getattr(self, split)
+    return len(data["label"]) if isinstance(data, dict) else len(data)
+
+  def read(self, split: str, indices: np.ndarray, rng: np.random.Generator | None = None
+           ) -> dict[str, np.ndarray]:
+    """Preprocessed examples `indices` of `split`; augmented when `rng` is given."""
+    data = getattr(self, split)
+    if isinstance(data, dict):
+      images, labels = data["image"][indices], data["label"][indices]
+    else:
+      records = [data[int(i)] for i in indices]
+      labels = np.asarray([r["label"] for r in records], np.int32)
+      images = [r["image"] for r in records]
+    if self.name == "imagenet2012":
+      crop = _inception_crop if rng is not None and self.augment else _centre_crop
+      images = np.stack([crop(im, self.image_size, rng) for im in images])
+    elif rng is not None and self.augment:
+      images = _crop_and_flip(images, rng)
+    return {"image": normalise(images, self.name), "label": labels.astype(np.int32)}
+
+
+def load(config) -> Data:
+  src = sources_lib.load(config.data.name, config.data.dir, config.data.manual_dir)
+  train, test = src.train, src.test
+  if config.data.name in _IN_MEMORY:
+    train, test = sources_lib.to_arrays(train), sources_lib.to_arrays(test)
+  return Data(name=config.data.name, num_classes=src.num_classes, train=train, test=test,
+              augment=bool(config.data.augment), image_size=int(config.data.image_size))
+
+
+def normalise(images: np.ndarray, name: str) -> np.ndarray:
+  mean, std = (np.asarray(s, np.float32) for s in _STATS[name])
+  return (images.astype(np.float32) / 255.0 - mean) / std
+
+
+def _crop_and_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+  """Random 4-pixel-padded crop and horizontal flip, vectorised over the batch."""
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
+  rows = dy[:, None] + np.arange(h)[None]
+  cols = dx[:, None] + np.arange(w)[None]
+  flip = rng.random(n) < 0.5
+  cols = np.where(flip[:, None], cols[:, ::-1], cols)
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _inception_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Random crop of 8-100% of the area, aspect 3/4-4/3, resized to `size`, random flip."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(0.08, 1.0)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    ch, cw = int(round(np.sqrt(area / aspect))), int(round(np.sqrt(area * aspect)))
+    if 0 < ch <= h and 0 < cw <= w:
+      y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      break
+  else:
+    ch = cw = min(h, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+  out = _resize(image[y:y + ch, x:x + cw], size, size)
+  return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def _centre_crop(image: np.ndarray, size: int, rng=None) -> np.ndarray:
+  """Resize the short side to size * 256/224, then take the central size x size."""
+  del rng
+  h, w = image.shape[:2]
+  scale = size * 256 / 224 / min(h, w)
+  rh, rw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+  image = _resize(image, rh, rw)
+  y, x = (rh - size) // 2, (rw - size) // 2
+  return image[y:y + size, x:x + size]
+
+
+def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+  return np.asarray(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+                    .resize((w, h), Image.BILINEAR)).reshape(h, w, -1)
+
+
+def _trial_rows(members: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
+  steps_per_epoch = len(members) // batch_size
+  epoch, i = divmod(step, steps_per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(len(members))
+  return members[order[i * batch_size:(i + 1) * batch_size]]
+
+
+def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size: int,
+                  start: int, stop: int, workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """This host's rows of the training batches of steps [start, stop): (trials, rows, ...)."""
+  if len(members) < batch_size:
+    raise ValueError(f"{len(members)} members cannot fill a batch of {batch_size}")
+  hosts, host = jax.process_count(), jax.process_index()
+  rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
+
+  def batch(step: int) -> dict[str, np.ndarray]:
+    per_trial = []
+    for seed in seeds:
+      idx = _trial_rows(members, int(seed), step, batch_size)[rows]
+      rng = np.random.default_rng([int(seed), step, 1])
+      per_trial.append(data.read("train", idx, rng))
+    return {k: np.stack([b[k] for b in per_trial]) for k in per_trial[0]}
+
+  dataset = grain.MapDataset.range(start, stop).map(batch)
+  if workers > 0:
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=workers,
+                                                          prefetch_buffer_size=2 * workers)))
+  return iter(dataset)
+
+
+def eval_batches(data: Data, split: str, indices: np.ndarray, batch_size: int
+                 ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+  """This host's rows of fixed-size evaluation batches (the last one padded) and their count."""
+  hosts, host = jax.process_count(), jax.process_index()
+  for start in range(0, len(indices), batch_size):
+    idx = indices[start:start + batch_size]
+    valid = len(idx)
+    idx = np.pad(idx, (0, batch_size - valid), mode="edge")
+    rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
+    yield data.read(split, idx[rows]), valid
+
+
+def place(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+  """Assembles this host's rows into global arrays laid out by `sharding`."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

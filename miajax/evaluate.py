@@ -1,0 +1,72 @@
+"""What a finished trial stack is measured on: logits on the membership splits, accuracies.
+
+The four sets an audit needs (see `splits`): attack-train members and `reference` non-members
+(split 0, where an attacker learns), `audit_members` and `audit` non-members (split 1, where the
+attack is measured). Test accuracy is measured on `audit` only; train accuracy on the members of
+both attack sets (a sample of D the size of D').
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from miajax import splits as splits_lib
+from miajax.data import pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+  """Logits (trials, N, C) of every example an audit uses, with its labels and roles."""
+  logits: np.ndarray
+  labels: np.ndarray      # (N,)
+  is_member: np.ndarray   # (N,) bool
+  split: np.ndarray       # (N,) 0 = attack-train, 1 = audit
+  index: np.ndarray       # (N,) index into the dataset split the example comes from
+
+  def select(self, member: bool, split: int) -> np.ndarray:
+    return (self.is_member == member) & (self.split == split)
+
+
+def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn, sharding,
+           batch_size: int) -> np.ndarray:
+  """(trials, len(indices), classes) float32 logits of the whole stack."""
+  out = []
+  for batch, valid in pipeline.eval_batches(data, split, indices, batch_size):
+    images = jax.make_array_from_process_local_data(sharding, batch["image"])
+    result = eval_fn(state, images)
+    if jax.process_count() > 1:
+      result = multihost_utils.process_allgather(result, tiled=True)
+    out.append(np.asarray(jax.device_get(result), np.float32)[:, :valid])
+  return np.concatenate(out, axis=1)
+
+
+def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) -> Outputs:
+  parts = [("train", s.attack_members, True, 0), ("test", s.reference, False, 0),
+           ("train", s.audit_members, True, 1), ("test", s.audit, False, 1)]
+  logit_parts, labels = [], []
+  for split, idx, _, _ in parts:
+    logit_parts.append(logits(state, data, split, idx, eval_fn, sharding, batch_size))
+    labels.append(_labels(data, split, idx))
+  return Outputs(
+      logits=np.concatenate(logit_parts, axis=1),
+      labels=np.concatenate(labels),
+      is_member=np.concatenate([np.full(len(p[1]), p[2]) for p in parts]),
+      split=np.concatenate([np.full(len(p[1]), p[3], np.int8) for p in parts]),
+      index=np.concatenate([p[1] for p in parts]).astype(np.int64))
+
+
+def _labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
+  source = getattr(data, split)
+  if isinstance(source, dict):
+    return source["label"][idx].astype(np.int32)
+  return np.asarray([source[int(i)]["label"] for i in idx], np.int32)
+
+
+def accuracies(out: Outputs) -> tuple[np.ndarray, np.ndarray]:
+  """Per-trial (train accuracy on members, test accuracy on the audit non-members)."""
+  correct = out.logits.argmax(-1) == out.labels[None]
+  train = correct[:, out.is_member].mean(-1)
+  test = correct[:, out.select(member=False, split=1)].mean(-1)
+  return train, test

@@ -1,0 +1,58 @@
+"""python -m miajax.main [--config=configs/NAME.py[:smoke]] --workdir=DIR [--config.KEY=VALUE]"""
+
+import logging as std_logging
+import sys
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from miajax.errors import UserError
+
+_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.py")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Config file (configs/NAME.py[:smoke]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/miajax", "Directory for checkpoints and results.")
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps the run's own progress lines; libraries' INFO chatter (Orbax logs every save)."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "/miajax/" in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  from miajax import train  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, UserError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  """Runs main; bad input is one line on stderr and exit status 2, never a traceback."""
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except FloatingPointError as e:
+    print(f"error: training diverged: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  run()

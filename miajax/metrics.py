@@ -1,0 +1,291 @@
+"""Membership-inference metrics: ROC summaries, the paper's gain and JS estimate, scores.
+
+Everything here takes NumPy arrays and returns Python floats or NumPy arrays. One convention
+holds throughout: a higher score means "more likely a member" (a training example), and
+`is_member` is True for members. Computation is in float64, vectorised over examples.
+
+References:
+  Eq. 1 and Eq. 10 of the paper (`shared/paper/mia-pruning-paper.md`): the inference model's
+  gain and its relation to the Jensen-Shannon divergence.
+  Song & Mittal 2021, "Systematic evaluation of privacy risks of machine learning models":
+  the modified prediction entropy (Mentr) and threshold attacks.
+"""
+
+import math
+
+import numpy as np
+
+from miajax.errors import UserError
+
+# Probabilities are clipped to [EPS, 1 - EPS] before taking logs: a saturated float32 sigmoid
+# is exactly 0 or 1, and one such example must not turn the mean gain into -inf.
+EPS = 1e-7
+
+
+def _vector(name, x, dtype=np.float64):
+  """Returns `x` as a 1-D array, or raises UserError naming `name`."""
+  a = np.asarray(x)
+  if a.ndim != 1:
+    raise UserError(f'{name}: shape {a.shape}; expected a 1-D array (one value per example)')
+  if dtype is bool:
+    if a.dtype != bool and not np.isin(a, (0, 1)).all():
+      raise UserError(f'{name}: values {np.unique(a)[:5]}; expected booleans or 0/1')
+    return a.astype(bool)
+  a = a.astype(dtype)
+  if not np.isfinite(a).all():
+    raise UserError(f'{name}: {int((~np.isfinite(a)).sum())} non-finite values; '
+                    'expected finite numbers')
+  return a
+
+
+def _scores_and_members(scores, is_member, *, name='scores', need_both=True):
+  """Validates a (scores, is_member) pair of equal length with both groups present."""
+  s = _vector(name, scores)
+  m = _vector('is_member', is_member, bool)
+  if s.shape != m.shape:
+    raise UserError(f'is_member: length {m.shape[0]}; expected the length of {name}, '
+                    f'{s.shape[0]}')
+  if need_both and (m.all() or not m.any()):
+    raise UserError(f'is_member: {int(m.sum())} members of {m.size}; '
+                    'expected at least one member and one non-member')
+  return s, m
+
+
+def _roc_points(scores, is_member):
+  """The ROC curve at every distinct score, from the strictest threshold down.
+
+  Returns (fpr, tpr, thresholds). Point 0 is (0, 0) with threshold +inf (nothing flagged);
+  point k >= 1 flags every example with score >= thresholds[k]. Tied scores fall on one
+  point, so a tie can never be split (which would overstate TPR at a fixed FPR).
+  """
+  order = np.argsort(-scores, kind='stable')
+  s = scores[order]
+  m = is_member[order]
+  # Last index of each run of equal scores in descending order.
+  ends = np.flatnonzero(np.diff(s) != 0)
+  ends = np.append(ends, s.size - 1)
+  tps = np.cumsum(m)[ends]
+  fps = ends + 1 - tps
+  tpr = np.concatenate([[0.0], tps / m.sum()])
+  fpr = np.concatenate([[0.0], fps / (~m).sum()])
+  thresholds = np.concatenate([[np.inf], s[ends]])
+  return fpr, tpr, thresholds
+
+
+def roc_auc(scores, is_member) -> float:
+  """Area under the ROC curve; ties count one half (the Mann-Whitney statistic)."""
+  s, m = _scores_and_members(scores, is_member)
+  fpr, tpr, _ = _roc_points(s, m)
+  return float(np.trapezoid(tpr, fpr))
+
+
+def tpr_at_fpr(scores, is_member, fpr: float) -> float:
+  """The largest TPR over ROC points whose FPR is at most `fpr` (no interpolation)."""
+  if not 0.0 <= fpr <= 1.0:
+    raise UserError(f'fpr: {fpr!r}; expected a false-positive rate in [0, 1]')
+  s, m = _scores_and_members(scores, is_member)
+  fprs, tprs, _ = _roc_points(s, m)
+  return float(tprs[fprs <= fpr].max())
+
+
+def balanced_accuracy(pred_member, is_member) -> float:
+  """Mean of the true-positive rate (members) and the true-negative rate (non-members)."""
+  p = _vector('pred_member', pred_member, bool)
+  _, m = _scores_and_members(p, is_member, name='pred_member')
+  return float(0.5 * (p[m].mean() + (~p[~m]).mean()))
+
+
+def empirical_gain(p_member, is_member) -> float:
+  """The inference model's gain, Eq. 1, with empirical means.
+
+  G = mean_{members} log f_A + mean_{non-members} log(1 - f_A); it is <= 0, equals 0 for a
+  perfect, certain attacker and -log 4 for one that always answers 0.5. Each group is
+  averaged on its own, so the value does not depend on the member/non-member ratio.
+  """
+  p, m = _scores_and_members(p_member, is_member, name='p_member')
+  if ((p < 0) | (p > 1)).any():
+    raise UserError(f'p_member: values in [{p.min()}, {p.max()}]; expected probabilities '
+                    'in [0, 1]')
+  p = np.clip(p, EPS, 1.0 - EPS)
+  return float(np.log(p[m]).mean() + np.log1p(-p[~m]).mean())
+
+
+def js_from_gain(gain: float) -> float:
+  """Jensen-Shannon divergence (nats) between member and non-member outputs, Eq. 10.
+
+  Eq. 10: G_f(f_A*) = -log 4 + 2 JS(p_f || p'_f) for the optimal attacker f_A*, so
+  JS = (G + log 4) / 2, in [0, log 2]. An actual attacker's gain is at most the optimum's, so
+  the value is a lower-bound estimate; it is returned unclipped, and comes out negative when
+  the attacker does worse than a constant 0.5 (e.g. an overfit attacker under no leakage).
+  """
+  return float((gain + math.log(4.0)) / 2.0)
+
+
+def _logits_and_labels(logits, labels):
+  """Validates (N, C) logits and (N,) integer labels in [0, C); returns float64 and int."""
+  z = np.asarray(logits, dtype=np.float64)
+  if z.ndim != 2 or z.shape[1] < 2:
+    raise UserError(f'logits: shape {z.shape}; expected (N, C) with C >= 2 classes')
+  if not np.isfinite(z).all():
+    raise UserError(f'logits: {int((~np.isfinite(z)).sum())} non-finite values; '
+                    'expected finite numbers')
+  y = np.asarray(labels)
+  if y.shape != z.shape[:1] or not np.issubdtype(y.dtype, np.integer):
+    raise UserError(f'labels: shape {y.shape}, dtype {y.dtype}; expected ({z.shape[0]},) '
+                    'integers')
+  if y.size and (y.min() < 0 or y.max() >= z.shape[1]):
+    raise UserError(f'labels: values in [{y.min()}, {y.max()}]; expected classes in '
+                    f'[0, {z.shape[1] - 1}]')
+  return z, y.astype(np.int64)
+
+
+def _log_softmax(z):
+  z = z - z.max(axis=1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _log1m_softmax(z, logp):
+  """log(1 - softmax(z)_i) for every i, accurate even when softmax(z)_i rounds to 1.
+
+  1 - p_i = sum_{j != i} exp(z_j) / sum_j exp(z_j). Only the arg-max class can have p_i near
+  1; for it the sum over the other classes is taken directly, for the rest log1p(-p_i) is
+  exact enough (p_i <= 1/2).
+  """
+  n = z.shape[0]
+  top = z.argmax(axis=1)
+  rows = np.arange(n)
+  others = z.copy()
+  others[rows, top] = -np.inf
+  m2 = others.max(axis=1)
+  lse_others = m2 + np.log(np.exp(others - m2[:, None]).sum(axis=1))
+  m = z.max(axis=1)
+  lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+  out = np.log1p(-np.exp(np.minimum(logp, math.log(0.5))))
+  out[rows, top] = lse_others - lse
+  return out
+
+
+def loss_score(logits, labels) -> np.ndarray:
+  """Negative cross-entropy, log softmax(logits)_y; (N,). Members tend to have lower loss."""
+  z, y = _logits_and_labels(logits, labels)
+  return _log_softmax(z)[np.arange(y.size), y]
+
+
+def confidence_score(logits, labels) -> np.ndarray:
+  """Softmax probability of the true class; (N,)."""
+  return np.exp(loss_score(logits, labels))
+
+
+def modified_entropy_score(logits, labels) -> np.ndarray:
+  """Negated modified prediction entropy (Song & Mittal 2021), so higher = member; (N,).
+
+  Mentr(p, y) = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i). It is 0 for a certain,
+  correct prediction and grows without bound for a certain, wrong one, unlike the plain
+  entropy, which cannot tell those two apart. Computed in log space from the logits, so it is
+  finite for any finite logits.
+  """
+  z, y = _logits_and_labels(logits, labels)
+  logp = _log_softmax(z)
+  log1mp = _log1m_softmax(z, logp)
+  rows = np.arange(y.size)
+  true = np.exp(log1mp[rows, y]) * logp[rows, y]
+  wrong_terms = np.exp(logp) * log1mp
+  wrong_terms[rows, y] = 0.0
+  return true + wrong_terms.sum(axis=1)
+
+
+def threshold_attack(train_scores, train_is_member, audit_scores, audit_is_member) -> dict:
+  """A score-threshold attack: fit the threshold on one set, measure on another.
+
+  The threshold maximises balanced accuracy on the attack-train set (ties: the strictest);
+  it sits midway between the chosen train score and the next lower one, so held-out scores
+  falling in the gap are not all decided by one side. Examples with score >= threshold are
+  called members.
+
+  Returns:
+    {"accuracy": balanced accuracy on the audit set, "auc": ROC AUC of the audit scores,
+     "threshold": the fitted threshold}, all floats.
+  """
+  s, m = _scores_and_members(train_scores, train_is_member, name='train_scores')
+  fpr, tpr, thr = _roc_points(s, m)
+  # Point 0 (flag nothing) has an infinite threshold and the same 0.5 as flagging everything.
+  k = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
+  threshold = thr[k]
+  if k + 1 < thr.size:
+    mid = thr[k] + (thr[k + 1] - thr[k]) / 2.0
+    if thr[k + 1] < mid <= thr[k]:
+      threshold = mid
+  a, am = _scores_and_members(audit_scores, audit_is_member, name='audit_scores')
+  return {
+      'accuracy': balanced_accuracy(a >= threshold, am),
+      'auc': roc_auc(a, am),
+      'threshold': float(threshold),
+  }
+
+
+def _class_means(values, labels, num_classes):
+  """Per-class mean of `values` and per-class counts, by bincount (no per-example loop)."""
+  counts = np.bincount(labels, minlength=num_classes)
+  sums = np.bincount(labels, weights=values.astype(np.float64), minlength=num_classes)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return sums / counts, counts
+
+
+def _labels(name, labels, n, num_classes):
+  y = np.asarray(labels)
+  if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+    raise UserError(f'{name}: shape {y.shape}, dtype {y.dtype}; expected ({n},) integers')
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise UserError(f'{name}: values in [{y.min()}, {y.max()}]; expected classes in '
+                    f'[0, {num_classes - 1}]')
+  return y.astype(np.int64)
+
+
+def per_class(train_correct, train_labels, test_correct, test_labels, attack_pred,
+              attack_is_member, attack_labels, num_classes) -> dict:
+  """Per-class accuracy gap and attack accuracy (the data of the paper's Fig. 4).
+
+  Args:
+    train_correct, train_labels: per training example, whether the classifier was right,
+      and its class.
+    test_correct, test_labels: the same for non-members.
+    attack_pred, attack_is_member, attack_labels: the attack's member predictions on the
+      audit set, the truth, and the examples' classes.
+    num_classes: number of classes C.
+
+  Returns:
+    {str(c): {"train_accuracy", "test_accuracy", "gap" (train - test), "attack_accuracy"
+    (balanced)}} for c in [0, C); a value whose examples are missing is None (for the attack
+    accuracy: a class without members or without non-members).
+  """
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise UserError(f'num_classes: {num_classes!r}; expected a positive integer')
+  tc = _vector('train_correct', train_correct, bool)
+  sc = _vector('test_correct', test_correct, bool)
+  ap = _vector('attack_pred', attack_pred, bool)
+  am = _vector('attack_is_member', attack_is_member, bool)
+  if am.shape != ap.shape:
+    raise UserError(f'attack_is_member: length {am.size}; expected the length of '
+                    f'attack_pred, {ap.size}')
+  tl = _labels('train_labels', train_labels, tc.size, num_classes)
+  sl = _labels('test_labels', test_labels, sc.size, num_classes)
+  al = _labels('attack_labels', attack_labels, ap.size, num_classes)
+  train_acc, _ = _class_means(tc, tl, num_classes)
+  test_acc, _ = _class_means(sc, sl, num_classes)
+  tpr, n_in = _class_means(ap[am], al[am], num_classes)
+  tnr, n_out = _class_means(~ap[~am], al[~am], num_classes)
+
+  def value(x):
+    return None if np.isnan(x) else float(x)
+
+  out = {}
+  for c in range(num_classes):
+    gap = train_acc[c] - test_acc[c]
+    attack = 0.5 * (tpr[c] + tnr[c]) if n_in[c] and n_out[c] else np.nan
+    out[str(c)] = {
+        'train_accuracy': value(train_acc[c]),
+        'test_accuracy': value(test_acc[c]),
+        'gap': value(gap),
+        'attack_accuracy': value(attack),
+    }
+  return out

@@ -1,0 +1,120 @@
+"""The per-trial record of `results.json` / `results.csv`, and the printed comparison.
+
+Every field of the schema is present in every record; a field not computed is None (null),
+never a made-up number.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy import stats
+
+FIELDS = (
+    "name", "method", "dataset", "model", "seed", "step", "train_accuracy", "test_accuracy",
+    "attack_accuracy", "attack_auc", "attack_tpr_at_fpr", "gain", "threshold_attacks",
+    "weights_total", "weights_nonzero", "compression_ratio", "layer_sparsity", "dp_epsilon",
+    "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
+
+
+def record(**fields: Any) -> dict[str, Any]:
+  unknown = set(fields) - set(FIELDS)
+  if unknown:
+    raise KeyError(f"not in the results schema: {sorted(unknown)}")
+  return {name: fields.get(name) for name in FIELDS} | {
+      k: v for k, v in fields.items() if k not in FIELDS}
+
+
+def versions() -> dict[str, str]:
+  import flax, jax, miajax  # pylint: disable=g-import-not-at-top,multiple-imports
+  return {"miajax": miajax.__version__, "jax": jax.__version__, "flax": flax.__version__}
+
+
+def load(workdir: str | Path) -> list[dict]:
+  path = Path(workdir) / "results.json"
+  return json.loads(path.read_text()) if path.exists() else []
+
+
+def write(workdir: str | Path, records: Sequence[dict]) -> None:
+  """Writes results.json and results.csv atomically (a crash never leaves half a file)."""
+  workdir = Path(workdir)
+  _atomic_write(workdir / "results.json", json.dumps(list(records), indent=1))
+  rows = [_flatten(r) for r in records]
+  columns = list(dict.fromkeys(k for row in rows for k in row))
+  tmp = workdir / "results.csv.tmp"
+  with tmp.open("w", newline="") as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  tmp.replace(workdir / "results.csv")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def _flatten(r: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in r.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def mean_interval(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+  """Mean and half-width of its 95% t-interval over seeds (None with one value or none)."""
+  xs = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
+  if len(xs) == 0:
+    return None, None, 0
+  if len(xs) == 1:
+    return float(xs[0]), None, 1
+  half = stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / math.sqrt(len(xs))
+  return float(xs.mean()), float(half), len(xs)
+
+
+# (header, getter, format) of the printed comparison; getters return None when not computed.
+COLUMNS = (
+    ("test acc", lambda r: r["test_accuracy"], "pct"),
+    ("train acc", lambda r: r["train_accuracy"], "pct"),
+    ("attack acc", lambda r: r["attack_accuracy"], "pct"),
+    ("attack AUC", lambda r: r["attack_auc"], "f3"),
+    ("loss AUC", lambda r: (r["threshold_attacks"] or {}).get("loss", {}).get("auc"), "f3"),
+    ("nonzero", lambda r: r["weights_nonzero"], "int"),
+    ("epsilon", lambda r: r["dp_epsilon"], "f2"),
+)
+
+
+def _fmt(mean, half, kind) -> str:
+  if mean is None:
+    return "-"
+  scale, spec = {"pct": (100, ".2f"), "f3": (1, ".3f"), "int": (1, ".0f"), "f2": (1, ".2f")}[kind]
+  text = format(mean * scale, spec)
+  return text if half is None else f"{text}±{format(half * scale, spec)}"
+
+
+def table(records: Sequence[dict]) -> str:
+  """The paper's Table 1/2-style comparison: one row per method (and sweep point), the mean
+  and 95% interval over seeds of every metric."""
+  groups: dict[str, list[dict]] = {}
+  for r in records:
+    groups.setdefault(r.get("group") or r["method"], []).append(r)
+  header = ["method", "seeds"] + [c[0] for c in COLUMNS]
+  rows = [header]
+  for name, rs in groups.items():
+    row = [name, str(len(rs))]
+    for _, get, kind in COLUMNS:
+      mean, half, _ = mean_interval(get(r) for r in rs)
+      row.append(_fmt(mean, half, kind))
+    rows.append(row)
+  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+  lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
+                     enumerate(zip(row, widths))) for row in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)

@@ -1,0 +1,275 @@
+"""The whole run, top to bottom: inputs, mesh, trial stacks, phases, checkpoints, evaluation.
+
+`train_and_evaluate(config, workdir)` trains every trial of the config, one stack per method,
+resuming each stack from its latest checkpoints, and writes results.json/results.csv.
+"""
+
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from miajax import checkpoint as checkpoint_lib
+from miajax import config as config_lib
+from miajax import evaluate
+from miajax import methods
+from miajax import models
+from miajax import results
+from miajax import splits as splits_lib
+from miajax import steps
+from miajax import trials as trials_lib
+from miajax.data import pipeline
+from miajax.errors import UserError
+
+# Keys that change how a run is watched or executed, not what it computes: a resumed run may
+# change them.
+_RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "train.strategy",
+                      "data.workers", "data.dir", "data.manual_dir")
+
+
+def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
+  # ---------------------------------------------------------------- inputs
+  # Everything a user can get wrong is checked before the workdir is touched.
+  workdir = Path(workdir)
+  config_lib.validate(config)
+  _check_workdir(workdir)
+  data = pipeline.load(config)
+  split = splits_lib.make(config.seed, data.num_examples("train"), data.num_examples("test"),
+                          config.data.train_size)
+  trials = trials_lib.make(config)
+  batch_size = config.data.batch_size
+  if len(split.train) < batch_size:
+    raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
+                    "members; allowed: at most the number of training examples")
+  steps_per_epoch = len(split.train) // batch_size
+  config_json = json.loads(config.to_json_best_effort())
+  _check_same_run(workdir, config_json)
+
+  # ---------------------------------------------------------------- workdir
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_once(workdir / "config.json", config_json)
+  for t in trials:
+    (workdir / t.name).mkdir(exist_ok=True)
+    _write_once(workdir / t.name / "config.json",
+                config_json | {"trial": {"name": t.name, "method": t.method, "seed": t.seed}})
+    if not (workdir / t.name / "splits.npz").exists():
+      split.save(workdir / t.name / "splits.npz")
+
+  # ---------------------------------------------------------------- trial stacks
+  strategy = config.train.strategy
+  if strategy == "auto":
+    strategy = steps.default_strategy()
+  done = {r["name"]: r for r in results.load(workdir)}
+  for method, group in trials_lib.groups(trials).items():
+    records = _run_stack(config, workdir, method, group, data, split, strategy,
+                         steps_per_epoch, done)
+    done.update({r["name"]: r for r in records})
+    results.write(workdir, [done[t.name] for t in trials if t.name in done])
+
+  final = [done[t.name] for t in trials]
+  print(results.table(final), flush=True)
+  return final
+
+
+def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_epoch, done):
+  names = [t.name for t in group]
+  model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
+  tx = steps.optimizer(config)
+  recipe = methods.recipe(method, config, model, tx, steps_per_epoch)
+  total = recipe.total_steps
+  if all(done.get(n, {}).get("step") == total for n in names):
+    logging.info("%s: all %d trials finished earlier; keeping their results", method, len(names))
+    return [done[n] for n in names]
+
+  # ---------------------------------------------------------------- mesh
+  mesh = _mesh(len(group), config.data.batch_size, strategy)
+  state_sharding = NamedSharding(mesh, P("trial"))
+  batch_sharding = NamedSharding(mesh, P("trial", "data"))
+  eval_sharding = NamedSharding(mesh, P("data"))
+
+  # ---------------------------------------------------------------- state
+  init = functools.partial(steps.init, model=model, tx=tx, input_shape=data.input_shape,
+                           extra_fn=recipe.extra)
+  keys = jnp.stack([jax.random.PRNGKey(t.seed) for t in group])
+  state = jax.jit(jax.vmap(init), out_shardings=state_sharding)(keys)
+  hp = _stack_hp(recipe, state, len(group))
+  ckpt = checkpoint_lib.TrialCheckpoints(workdir, names)
+  start = ckpt.latest_step() or 0
+  if start:
+    state = ckpt.restore(start, state, state_sharding)
+    logging.info("%s: resumed %d trials at step %d of %d", method, len(group), start, total)
+  _truncate_metrics(workdir, names, start)
+
+  # ---------------------------------------------------------------- phases
+  t0 = time.time()
+  seeds = trials_lib.seeds(group)
+  begin = 0
+  for phase in recipe.phases:
+    end = begin + phase.steps
+    if start < end:
+      if start == begin and phase.enter is not None:
+        state = steps.lift(lambda s, b, h: (phase.enter(s, h), {}), strategy)(state, None, hp)[0]
+      batches = pipeline.train_batches(data, split.train, seeds, config.data.batch_size,
+                                       start, end, config.data.workers)
+      state = _train_phase(config, workdir, method, phase, names, state, hp, batches,
+                           batch_sharding, ckpt, start, end, total, strategy, recipe)
+      start = end
+    begin = end
+  if ckpt.latest_step() != total:
+    ckpt.save(total, state, _meta(names, method, "end", total, recipe, state))
+  ckpt.wait()
+
+  # ---------------------------------------------------------------- evaluation
+  eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
+  out = evaluate.outputs(state, data, split, eval_fn, eval_sharding, config.data.eval_batch_size)
+  train_acc, test_acc = evaluate.accuracies(out)
+  wall = time.time() - t0
+  records = []
+  for k, t in enumerate(group):
+    records.append(results.record(
+        name=t.name, method=method, dataset=config.data.name, model=config.model.name,
+        seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
+        test_accuracy=float(test_acc[k]), wall_seconds=wall,
+        checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
+        versions=results.versions()))
+  ckpt.close()
+  return records
+
+
+def _train_phase(config, workdir, method, phase, names, state, hp, batches, batch_sharding,
+                 ckpt, start, end, total, strategy, recipe):
+  step_fn = steps.lift(phase.step, strategy)
+  log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
+  examples = len(names) * config.data.batch_size
+  window, t_window, t_phase = [], time.time(), time.time()
+  for step in range(start, end):
+    batch = pipeline.place(next(batches), batch_sharding)
+    state, metrics = step_fn(state, batch, hp)
+    window.append(metrics)
+    done = step + 1
+    if done % log_every == 0 or done == end:
+      means = {k: np.mean(np.stack([np.asarray(m[k]) for m in window]), 0)
+               for k in window[0]}          # per trial, over the window
+      _check_finite(means, names, done, phase.name)
+      now = time.time()
+      rate = len(window) * examples / max(now - t_window, 1e-9)
+      eta = (total - done) * examples / rate
+      logging.info("%s %s step %d/%d  loss %.4f  acc %.3f  %.0f ex/s  ETA %s", method,
+                   phase.name, done, total, float(means["loss"].mean()),
+                   float(means["accuracy"].mean()), rate, _hms(eta))
+      _append_metrics(workdir, names, done, phase.name, means)
+      window, t_window = [], now
+    if done % ckpt_every == 0 or done == end:
+      ckpt.save(done, state, _meta(names, method, phase.name, done, recipe, state))
+  del t_phase
+  return state
+
+
+def _meta(names, method, phase, step, recipe, state):
+  del recipe, state
+  return [{"trial": n, "method": method, "phase": phase, "step": step,
+           "input_position": step} for n in names]
+
+
+def _stack_hp(recipe, state, num_trials):
+  if recipe.hp is None:
+    return {}
+  params0 = jax.tree.map(lambda x: x[0], state.params)
+  hp = recipe.hp(params0)
+  return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * num_trials), hp)
+
+
+def _mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:
+  """("trial", "data"): trials spread over devices when vmapped, the batch over the rest."""
+  n = jax.device_count()
+  trial = max(d for d in range(1, n + 1) if n % d == 0 and num_trials % d == 0)
+  if strategy == "map":
+    trial = 1
+  data = n // trial
+  if batch_size % data:
+    raise UserError(f"data.batch_size={batch_size} does not split over {data} devices; "
+                    f"allowed: a multiple of {data}")
+  return jax.make_mesh((trial, data), ("trial", "data"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def _check_finite(means, names, step, phase):
+  for key, values in means.items():
+    bad = [n for n, v in zip(names, np.atleast_1d(values)) if not np.isfinite(v)]
+    if bad:
+      raise FloatingPointError(
+          f"{key} is not finite at step {step} ({phase}) in trial {bad[0]}; lower "
+          "optimizer.learning_rate or check the data")
+
+
+def _append_metrics(workdir, names, step, phase, means):
+  for k, name in enumerate(names):
+    line = {"step": step, "phase": phase} | {m: float(np.atleast_1d(v)[k])
+                                             for m, v in means.items()}
+    with open(workdir / name / "metrics.jsonl", "a") as f:
+      f.write(json.dumps(line) + "\n")
+
+
+def _truncate_metrics(workdir, names, step):
+  """A resumed run rewrites what came after its checkpoint; drop those lines."""
+  for name in names:
+    path = workdir / name / "metrics.jsonl"
+    if path.exists():
+      lines = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= step]
+      path.write_text("".join(l + "\n" for l in lines))
+
+
+def _hms(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  s = int(seconds)
+  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _check_workdir(workdir: Path) -> None:
+  probe = workdir
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    raise UserError(f"--workdir={workdir} is not writable ({probe} is not a writable "
+                    "directory); allowed: a new or existing directory you can write")
+
+
+def _check_same_run(workdir: Path, config_json: dict) -> None:
+  """Resuming is only allowed for the same computation."""
+  path = workdir / "config.json"
+  if not path.exists():
+    return
+  old = _flat(json.loads(path.read_text()))
+  new = _flat(config_json)
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
+  if changed:
+    k = changed[0]
+    raise UserError(f"--workdir={workdir} holds a run with {k}={old.get(k)!r}, not "
+                    f"{new.get(k)!r}; allowed: the same config to resume, or a new --workdir")
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _write_once(path: Path, obj) -> None:
+  if not path.exists():
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

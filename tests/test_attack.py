@@ -1,0 +1,259 @@
+"""Tests for miajax.attack: the NN attack models, their gain, training and evaluation."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from miajax import attack
+from miajax import metrics
+from miajax.errors import UserError
+
+C = 10
+
+
+class _MLP(nn.Module):
+  """A classifier wide enough to memorise a few hundred random points."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(C)(nn.relu(nn.Dense(256)(x)))
+
+
+def _halves(member_logits, member_labels, nonmember_logits, nonmember_labels):
+  """Attack-train and audit sets: disjoint halves of the members and of the non-members."""
+  h = member_logits.shape[0] // 2
+  g = nonmember_logits.shape[0] // 2
+  probs_in = np.asarray(jax.nn.softmax(member_logits))
+  probs_out = np.asarray(jax.nn.softmax(nonmember_logits))
+  train = (probs_in[:h], member_labels[:h], probs_out[:g], nonmember_labels[:g])
+  audit_probs = np.concatenate([probs_in[h:], probs_out[g:]])
+  audit_labels = np.concatenate([member_labels[h:], nonmember_labels[g:]])
+  audit_logits = np.concatenate([member_logits[h:], nonmember_logits[g:]])
+  audit_is_member = np.r_[np.ones(len(probs_in) - h, bool), np.zeros(len(probs_out) - g, bool)]
+  train_logits = np.concatenate([member_logits[:h], nonmember_logits[:g]])
+  train_labels = np.concatenate([member_labels[:h], nonmember_labels[:g]])
+  train_is_member = np.r_[np.ones(h, bool), np.zeros(g, bool)]
+  return dict(train=train, audit_probs=audit_probs, audit_labels=audit_labels,
+              audit_logits=audit_logits, audit_is_member=audit_is_member,
+              train_logits=train_logits, train_labels=train_labels,
+              train_is_member=train_is_member)
+
+
+@pytest.fixture(scope='module')
+def memorised():
+  """An MLP trained to 100% on 256 random points with random labels; 256 fresh non-members."""
+  n, d = 256, 20
+  kx, ky, kxn, kyn, ki = jax.random.split(jax.random.PRNGKey(0), 5)
+  x = jax.random.normal(kx, (n, d))
+  y = jax.random.randint(ky, (n,), 0, C)
+  x_out = jax.random.normal(kxn, (n, d))
+  y_out = jax.random.randint(kyn, (n,), 0, C)
+  model = _MLP()
+  tx = optax.adam(1e-2)
+  params = model.init(ki, x)
+
+  def step(carry, _):
+    params, opt_state = carry
+    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply(p, x), y).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=300))(
+      (params, tx.init(params)))
+  logits_in = np.asarray(model.apply(params, x), np.float64)
+  logits_out = np.asarray(model.apply(params, x_out), np.float64)
+  assert (logits_in.argmax(1) == np.asarray(y)).mean() == 1.0
+  return _halves(logits_in, np.asarray(y), logits_out, np.asarray(y_out))
+
+
+@pytest.fixture(scope='module')
+def memorised_attack(memorised):
+  return attack.train(jax.random.PRNGKey(1), 'nasr', C, *memorised['train'], epochs=100)
+
+
+def test_memorising_classifier_is_attackable(memorised, memorised_attack):
+  m = memorised
+  p = attack.predict(memorised_attack, 'nasr', C, m['audit_probs'], m['audit_labels'])
+  out = attack.evaluate(p, m['audit_is_member'])
+  assert out['attack_accuracy'] > 0.8
+  assert out['attack_auc'] > 0.8
+  assert out['gain'] > -math.log(4.0)
+  loss = metrics.threshold_attack(
+      metrics.loss_score(m['train_logits'], m['train_labels']), m['train_is_member'],
+      metrics.loss_score(m['audit_logits'], m['audit_labels']), m['audit_is_member'])
+  assert loss['accuracy'] > 0.8
+
+
+def test_same_distribution_is_not_attackable():
+  """Members and non-members drawn from one distribution: nothing to find.
+
+  A fixed random classifier on Gaussian inputs; four disjoint samples of n = 1000 (attack
+  members, attack non-members, audit members, audit non-members). The trained attack is a
+  fixed function of data independent of the audit set, so under this null its audit numbers
+  are centred on 0.5 with standard errors sqrt(1/(8n)) = 0.011 (balanced accuracy) and
+  sqrt((2n+1)/(12n^2)) = 0.013 (AUC, Mann-Whitney). We allow 3 standard errors: 0.034 and
+  0.039.
+  """
+  n, d = 1000, 20
+  kw, kx, ky = jax.random.split(jax.random.PRNGKey(2), 3)
+  w = 3.0 * jax.random.normal(kw, (d, C)) / math.sqrt(d)
+  x = jax.random.normal(kx, (4 * n, d))
+  logits = np.asarray(x @ w, np.float64)
+  labels = np.asarray(jax.random.randint(ky, (4 * n,), 0, C))
+  # Order: attack members, audit members, attack non-members, audit non-members.
+  m = _halves(logits[:2 * n], labels[:2 * n], logits[2 * n:], labels[2 * n:])
+  params = attack.train(jax.random.PRNGKey(3), 'nasr', C, *m['train'], epochs=10)
+  p = attack.predict(params, 'nasr', C, m['audit_probs'], m['audit_labels'])
+  out = attack.evaluate(p, m['audit_is_member'])
+  acc_tol = 3 * math.sqrt(1 / (8 * n))
+  auc_tol = 3 * math.sqrt((2 * n + 1) / (12 * n * n))
+  assert abs(out['attack_accuracy'] - 0.5) < acc_tol
+  assert abs(out['attack_auc'] - 0.5) < auc_tol
+  loss = metrics.threshold_attack(
+      metrics.loss_score(m['train_logits'], m['train_labels']), m['train_is_member'],
+      metrics.loss_score(m['audit_logits'], m['audit_labels']), m['audit_is_member'])
+  assert abs(loss['accuracy'] - 0.5) < acc_tol
+  assert abs(loss['auc'] - 0.5) < auc_tol
+
+
+def test_kernel_init_std():
+  """Kernels start N(0, 0.01^2) (standard deviation 0.01), biases at zero.
+
+  500 classes, so each kernel but Nasr's 64x1 output has >= 1000 entries and its sample std
+  is within 10% of 0.01 (over 4 standard errors of the estimate, 1/sqrt(2 * 1000) = 2.2%).
+  """
+  classes = 500
+  for kind in attack.KINDS:
+    model = attack.create(kind, classes)
+    params = attack.init_state(jax.random.PRNGKey(0), model, classes, 1e-3).params
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    kernels = [np.asarray(v) for p, v in leaves if 'kernel' in jax.tree_util.keystr(p)]
+    biases = [np.asarray(v) for p, v in leaves if 'bias' in jax.tree_util.keystr(p)]
+    assert kernels and len(kernels) == len(biases)
+    for b in biases:
+      assert not b.any()
+    for k in kernels:
+      if k.size >= 1000:
+        assert k.std() == pytest.approx(0.01, rel=0.1)
+        assert abs(k.mean()) < 0.001
+    small = np.concatenate([k.ravel() for k in kernels if k.size < 1000] or [np.zeros(0)])
+    assert (np.abs(small) < 0.06).all()  # 6 standard deviations
+
+
+def test_nasr_architecture():
+  model = attack.create('nasr', C)
+  params = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-3).params
+  shapes = {k: v['kernel'].shape for k, v in params.items()}
+  assert shapes == {
+      'prediction_0': (C, 1024), 'prediction_1': (1024, 512), 'prediction_2': (512, 64),
+      'label_0': (C, 512), 'label_1': (512, 64),
+      'joint_0': (128, 256), 'joint_1': (256, 64), 'output': (64, 1)}
+  one = attack.init_state(jax.random.PRNGKey(0), attack.create('one_layer', C), C, 1e-3)
+  assert one.params['output']['kernel'].shape == (2 * C, 1)
+  probs = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(1), (5, C)))
+  assert model.apply({'params': params}, probs, jnp.arange(5)).shape == (5,)
+
+
+def test_create_rejects_unknown_kind():
+  with pytest.raises(UserError, match='attack.kind'):
+    attack.create('shadow', C)
+  with pytest.raises(UserError, match='num_classes'):
+    attack.create('nasr', 1)
+
+
+def test_gain_is_differentiable_in_probs(memorised, memorised_attack):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  model = attack.create('nasr', C)
+  grad = jax.jit(jax.grad(attack.gain_loss, argnums=(2, 4)), static_argnums=1)
+  init = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-3).params
+  for params in (init, memorised_attack):
+    g_in, g_out = grad(params, model, probs_in, y_in, probs_out, y_out)
+    for g in (g_in, g_out):
+      assert np.isfinite(g).all() and np.abs(g).max() > 0
+  # The trained attack's gain moves visibly with the classifier's outputs.
+  assert np.abs(g_in).max() > 1e-3
+
+
+def test_gain_loss_is_minus_empirical_gain(memorised, memorised_attack):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  model = attack.create('nasr', C)
+  loss = attack.gain_loss(memorised_attack, model, probs_in, y_in, probs_out, y_out)
+  p = attack.predict(memorised_attack, 'nasr', C, np.concatenate([probs_in, probs_out]),
+                     np.concatenate([y_in, y_out]))
+  is_member = np.r_[np.ones(len(y_in), bool), np.zeros(len(y_out), bool)]
+  # The empirical gain clips at 1e-7; the loss does not. They agree unless p saturates.
+  assert float(loss) == pytest.approx(-metrics.empirical_gain(p, is_member), rel=1e-3)
+  init = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-3).params
+  assert float(attack.gain_loss(init, model, probs_in, y_in, probs_out, y_out)) == (
+      pytest.approx(math.log(4.0), abs=1e-3))
+
+
+def test_attack_step_improves_gain_and_does_not_recompile(memorised):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  batch_in = (probs_in[:64], y_in[:64])
+  batch_out = (probs_out[:64], y_out[:64])
+  model = attack.create('one_layer', C)
+  tx = attack.optimizer(1e-2)
+  state = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-2)
+  state, first = attack.attack_step(state, model, tx, batch_in, batch_out)
+  size = attack.attack_step._cache_size()
+  for _ in range(50):
+    # Equal but distinct model and optimizer objects must hit the same compiled step.
+    state, last = attack.attack_step(state, attack.create('one_layer', C),
+                                     attack.optimizer(1e-2), batch_in, batch_out)
+  assert attack.attack_step._cache_size() == size
+  assert int(state.step) == 51
+  assert set(first) == {'loss', 'gain'}
+  assert float(last['gain']) > float(first['gain'])
+
+
+def test_train_is_seeded_and_compiles_one_epoch(memorised):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  size = attack._train_epoch._cache_size()
+  a = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+                   y_out[:100], epochs=3, batch_size=32)
+  assert attack._train_epoch._cache_size() == size + 1
+  b = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+                   y_out[:100], epochs=4, batch_size=32)
+  c = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+                   y_out[:100], epochs=3, batch_size=32)
+  assert attack._train_epoch._cache_size() == size + 1
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, c)
+  assert not np.array_equal(a['output']['kernel'], b['output']['kernel'])
+
+
+def test_train_rejects_bad_input(memorised):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  with pytest.raises(UserError, match='attack.kind'):
+    attack.train(jax.random.PRNGKey(0), 'x', C, probs_in, y_in, probs_out, y_out, epochs=1)
+  with pytest.raises(UserError, match='attack.epochs'):
+    attack.train(jax.random.PRNGKey(0), 'nasr', C, probs_in, y_in, probs_out, y_out,
+                 epochs=-1)
+  with pytest.raises(UserError, match='member_probs'):
+    attack.train(jax.random.PRNGKey(0), 'nasr', C, probs_in[:, :3], y_in, probs_out, y_out,
+                 epochs=1)
+
+
+def test_evaluate_keys_and_values():
+  is_member = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+  p = np.where(is_member, 0.9, 0.1)
+  out = attack.evaluate(p, is_member)
+  assert set(out) == {'attack_accuracy', 'attack_auc', 'attack_tpr_at_fpr', 'gain',
+                      'js_divergence'}
+  assert set(out['attack_tpr_at_fpr']) == {'0.001', '0.01'}
+  assert out['attack_accuracy'] == 1.0 and out['attack_auc'] == 1.0
+  assert out['attack_tpr_at_fpr'] == {'0.001': 1.0, '0.01': 1.0}
+  assert out['gain'] == pytest.approx(2 * math.log(0.9))
+  assert out['js_divergence'] == pytest.approx(math.log(0.9) + math.log(2.0))
+  for v in (out['attack_accuracy'], out['attack_auc'], out['gain'], out['js_divergence']):
+    assert type(v) is float
+  coin = attack.evaluate(np.full(1000, 0.5), is_member)
+  assert coin['attack_accuracy'] == 0.5 and coin['attack_auc'] == 0.5
+  assert coin['js_divergence'] == pytest.approx(0.0, abs=1e-12)

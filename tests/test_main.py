@@ -1,0 +1,123 @@
+"""The command line: a run leaves its contract on disk, bad input is one line and exit 2,
+and an interrupted run resumes to exactly the result of an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import ROOT, run_main
+from miajax import results, splits
+
+pytestmark = pytest.mark.slow
+QUICK = ("--config.train.epochs=4", "--config.attack.epochs=2")
+
+
+def test_default_run_leaves_results_config_splits_and_a_checkpoint(tmp_path, data_dir):
+  proc = run_main(f"--workdir={tmp_path}", f"--config.data.dir={data_dir}", *QUICK)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = json.loads((tmp_path / "results.json").read_text())
+  assert [r["name"] for r in records] == ["baseline-seed0"]
+  r = records[0]
+  assert set(results.FIELDS) <= set(r)
+  assert r["method"] == "baseline" and r["dataset"] == "digits" and r["model"] == "lenet5"
+  assert 0.5 < r["test_accuracy"] <= 1.0           # 4 epochs: well above chance (0.1)
+  assert r["step"] == 4 * (1000 // 64)
+  trial = tmp_path / "baseline-seed0"
+  assert json.loads((trial / "config.json").read_text())["trial"]["seed"] == 0
+  s = splits.Splits.load(trial / "splits.npz")
+  assert len(s.audit) == len(s.audit_members)
+  assert (tmp_path / "results.csv").read_text().startswith("name,")
+  steps = ocp.CheckpointManager(trial / "checkpoints").all_steps()
+  assert r["step"] in steps
+  assert "test acc" in proc.stdout                   # the summary table
+
+
+@pytest.mark.parametrize("override,field", [
+    ("--config.model.name=alexnet", "model.name"),
+    ("--config.data.name=svhn", "data.name"),
+    ("--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate"),
+    ("--config.data.batch_size=0", "data.batch_size"),
+    ("--config.pruning.keep=1.5", "pruning.keep"),
+    ("--config.methods=('baseline','magic')", "methods"),
+    ("--config.data.batch_size=abc", "batch_size"),
+])
+def test_bad_input_is_one_line_naming_the_field_with_exit_code_2(tmp_path, override, field):
+  methods = () if "methods" in override else ("--config.methods=('baseline','pruning')",)
+  proc = run_main(f"--workdir={tmp_path / 'w'}", *methods, override)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()
+  assert len(last) == 1 and field in last[0], proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "w").exists()               # nothing written
+
+
+def test_unwritable_workdir_is_a_one_line_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  proc = run_main(f"--workdir={blocker / 'run'}")
+  assert proc.returncode == 2 and "--workdir" in proc.stderr and "Traceback" not in proc.stderr
+  assert blocker.read_text() == "not a directory"
+
+
+def test_resuming_with_a_different_config_is_refused_without_damage(tmp_path, data_dir):
+  args = (f"--workdir={tmp_path}", f"--config.data.dir={data_dir}", *QUICK)
+  assert run_main(*args).returncode == 0
+  before = (tmp_path / "results.json").read_text()
+  proc = run_main(*args, "--config.optimizer.learning_rate=0.01")
+  assert proc.returncode == 2 and "optimizer.learning_rate" in proc.stderr
+  assert (tmp_path / "results.json").read_text() == before
+
+
+def _final_params(workdir):
+  trial = workdir / "baseline-seed0" / "checkpoints"
+  manager = ocp.CheckpointManager(trial, item_names=("state", "meta"))
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, restored.state["params"]
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
+  args = [f"--config.data.dir={data_dir}", "--config.train.epochs=20",
+          "--config.train.checkpoint_every=30", "--config.attack.epochs=2"]
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  assert run_main(f"--workdir={whole}", *args).returncode == 0
+
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen([sys.executable, "-m", "miajax.main", f"--workdir={cut}", *args],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpts = cut / "baseline-seed0" / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(p.name == "60" for p in ckpts.iterdir()):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+  assert not (cut / "results.json").exists()
+
+  resumed = run_main(f"--workdir={cut}", *args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed" in resumed.stderr
+  step_a, params_a = _final_params(whole)
+  step_b, params_b = _final_params(cut)
+  assert step_a == step_b == 20 * (1000 // 64)
+  for a, b in zip(jax_leaves(params_a), jax_leaves(params_b), strict=True):
+    np.testing.assert_array_equal(a, b)
+  ra = json.loads((whole / "results.json").read_text())[0]
+  rb = json.loads((cut / "results.json").read_text())[0]
+  for key in ("test_accuracy", "train_accuracy", "attack_accuracy", "attack_auc"):
+    assert ra[key] == rb[key], key
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]

@@ -1,0 +1,194 @@
+"""Tests for miajax.metrics: ROC summaries against scikit-learn, gain, scores, attacks."""
+
+import math
+
+import numpy as np
+import optax
+import pytest
+import scipy.special
+from sklearn import metrics as skm
+
+from miajax import metrics
+from miajax.errors import UserError
+
+
+def _random_case(seed):
+  """Scores with many ties (few distinct values) and unbalanced random membership."""
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(20, 400))
+  levels = int(rng.integers(2, 12))
+  scores = rng.integers(0, levels, n) + (rng.normal(size=n) if seed % 3 == 0 else 0.0)
+  is_member = rng.random(n) < rng.uniform(0.2, 0.8)
+  is_member[:2] = [True, False]
+  return scores.astype(np.float64), is_member
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_roc_auc_matches_sklearn(seed):
+  scores, is_member = _random_case(seed)
+  assert metrics.roc_auc(scores, is_member) == pytest.approx(
+      skm.roc_auc_score(is_member, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_tpr_at_fpr_matches_sklearn(seed):
+  scores, is_member = _random_case(seed)
+  # drop_intermediate=False: the dropped collinear points can be the answer.
+  fpr, tpr, _ = skm.roc_curve(is_member, scores, drop_intermediate=False)
+  for target in (0.0, 0.001, 0.01, 0.05, 0.1, 0.3, 1.0):
+    assert metrics.tpr_at_fpr(scores, is_member, target) == pytest.approx(
+        tpr[fpr <= target].max(), abs=1e-12)
+
+
+def test_tpr_at_fpr_never_splits_a_tie():
+  scores = np.array([1.0, 1.0, 0.0, 0.0])
+  is_member = np.array([True, False, True, False])
+  assert metrics.tpr_at_fpr(scores, is_member, 0.0) == 0.0
+  assert metrics.tpr_at_fpr(scores, is_member, 0.49) == 0.0
+  assert metrics.tpr_at_fpr(scores, is_member, 0.5) == 0.5
+  assert metrics.roc_auc(scores, is_member) == 0.5
+
+
+def test_balanced_accuracy():
+  is_member = np.array([True, True, True, False])
+  assert metrics.balanced_accuracy(is_member, is_member) == 1.0
+  assert metrics.balanced_accuracy(~is_member, is_member) == 0.0
+  assert metrics.balanced_accuracy(np.ones(4, bool), is_member) == 0.5
+  # TPR 2/3, TNR 1: the 3:1 imbalance does not weigh members more.
+  pred = np.array([True, True, False, False])
+  assert metrics.balanced_accuracy(pred, is_member) == pytest.approx((2 / 3 + 1) / 2)
+  assert metrics.balanced_accuracy(pred, is_member) == pytest.approx(
+      skm.balanced_accuracy_score(is_member, pred))
+
+
+def test_gain_sign_conventions_eq1():
+  is_member = np.array([True] * 50 + [False] * 50)
+  perfect = is_member.astype(np.float64)
+  # Eq. 1 is a sum of log-probabilities: <= 0, 0 for a perfect attacker, log(1/4) for a coin.
+  assert -1e-6 < metrics.empirical_gain(perfect, is_member) <= 0.0
+  assert metrics.empirical_gain(np.full(100, 0.5), is_member) == pytest.approx(
+      math.log(0.25), abs=1e-12)
+  # Certainly wrong is finite (clipped) and far below the coin.
+  wrong = metrics.empirical_gain(1.0 - perfect, is_member)
+  assert np.isfinite(wrong) and wrong < 2 * math.log(0.25)
+  # A better attacker has a larger gain; group means, so the balance does not matter.
+  p = np.where(is_member, 0.8, 0.3)
+  assert metrics.empirical_gain(p, is_member) == pytest.approx(math.log(0.8) + math.log(0.7))
+  assert metrics.empirical_gain(p[:60], is_member[:60]) == pytest.approx(
+      math.log(0.8) + math.log(0.7))
+
+
+def test_js_from_gain_eq10():
+  # Eq. 10: G* = -log 4 + 2 JS, so JS = 0 at the coin and log 2 (its maximum) at G = 0.
+  assert metrics.js_from_gain(-math.log(4.0)) == pytest.approx(0.0, abs=1e-15)
+  assert metrics.js_from_gain(0.0) == pytest.approx(math.log(2.0))
+  assert metrics.js_from_gain(-1.0) == pytest.approx((-1.0 + math.log(4.0)) / 2)
+
+
+def _logits(seed, n=64, c=7, scale=3.0):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(n, c)) * scale, rng.integers(0, c, n)
+
+
+def test_loss_and_confidence_scores():
+  logits, labels = _logits(0)
+  ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  np.testing.assert_allclose(metrics.loss_score(logits, labels), -ce, rtol=1e-6, atol=1e-6)
+  probs = scipy.special.softmax(logits, axis=1)
+  np.testing.assert_allclose(metrics.confidence_score(logits, labels),
+                             probs[np.arange(64), labels], rtol=1e-12)
+  # Stable for extreme logits.
+  big = np.array([[1000.0, 0.0], [0.0, 1000.0]])
+  s = metrics.loss_score(big, np.array([0, 0]))
+  np.testing.assert_allclose(s, [0.0, -1000.0])
+
+
+def test_modified_entropy_matches_definition():
+  logits, labels = _logits(1)
+  p = scipy.special.softmax(logits, axis=1)
+  rows = np.arange(labels.size)
+  py = p[rows, labels]
+  others = p * np.log(1 - p)
+  others[rows, labels] = 0.0
+  mentr = -(1 - py) * np.log(py) - others.sum(axis=1)
+  np.testing.assert_allclose(metrics.modified_entropy_score(logits, labels), -mentr,
+                             rtol=1e-9, atol=1e-12)
+
+
+def test_modified_entropy_extremes():
+  logits = np.array([
+      [30.0, 0.0, 0.0],    # confident, correct
+      [2.0, 1.0, 0.0],     # unsure, correct
+      [0.0, 0.0, 0.0],     # uniform
+      [0.0, 30.0, 0.0],    # confident, wrong
+      [0.0, 1000.0, 0.0],  # certain, wrong: exp underflows, the score must not
+      [1000.0, 0.0, 0.0],  # certain, correct
+  ])
+  labels = np.zeros(6, np.int64)
+  s = metrics.modified_entropy_score(logits, labels)
+  assert np.isfinite(s).all()
+  assert s[0] == pytest.approx(0.0, abs=1e-10) and s[5] == pytest.approx(0.0, abs=1e-10)
+  assert s.max() <= 0.0
+  assert s[0] > s[1] > s[2] > s[3] > s[4]
+  assert s[3] < -25.0 and s[4] < -900.0
+  # Plain entropy cannot tell the confident-correct from the confident-wrong; Mentr can.
+  assert s[3] < s[2] - 20.0
+
+
+def _brute_force_best(scores, is_member):
+  cands = np.unique(scores)
+  return max(metrics.balanced_accuracy(scores >= t, is_member) for t in cands)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_threshold_attack_maximises_train_balanced_accuracy(seed):
+  rng = np.random.default_rng(seed)
+  n = 300
+  is_member = rng.random(n) < 0.4
+  scores = np.round(rng.normal(size=n) + 0.8 * is_member, 1)
+  out = metrics.threshold_attack(scores, is_member, scores, is_member)
+  assert set(out) == {'accuracy', 'auc', 'threshold'}
+  assert out['accuracy'] == pytest.approx(_brute_force_best(scores, is_member))
+  assert out['auc'] == pytest.approx(skm.roc_auc_score(is_member, scores))
+
+
+def test_threshold_attack_separable_and_midpoint():
+  train = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])
+  train_m = np.array([False, False, False, True, True, True])
+  audit = np.array([5.0, 7.0, -1.0, 13.0])
+  audit_m = np.array([False, True, False, True])
+  out = metrics.threshold_attack(train, train_m, audit, audit_m)
+  assert out['threshold'] == 6.0
+  assert out['accuracy'] == 1.0 and out['auc'] == 1.0
+
+
+def test_per_class():
+  out = metrics.per_class(
+      train_correct=np.array([1, 1, 1, 0], bool), train_labels=np.array([0, 0, 1, 1]),
+      test_correct=np.array([1, 0, 0], bool), test_labels=np.array([0, 0, 1]),
+      attack_pred=np.array([1, 0, 1, 0, 1], bool),
+      attack_is_member=np.array([1, 1, 0, 0, 1], bool),
+      attack_labels=np.array([0, 0, 0, 0, 1]), num_classes=3)
+  assert set(out) == {'0', '1', '2'}
+  assert out['0'] == {'train_accuracy': 1.0, 'test_accuracy': 0.5, 'gap': 0.5,
+                      'attack_accuracy': 0.5}
+  assert out['1']['train_accuracy'] == 0.5 and out['1']['test_accuracy'] == 0.0
+  assert out['1']['gap'] == 0.5
+  assert out['1']['attack_accuracy'] is None  # members only
+  assert out['2'] == {'train_accuracy': None, 'test_accuracy': None, 'gap': None,
+                      'attack_accuracy': None}
+
+
+@pytest.mark.parametrize('call, field', [
+    (lambda: metrics.roc_auc([0.1, 0.2], [True, True]), 'is_member'),
+    (lambda: metrics.roc_auc([0.1, 0.2, 0.3], [True, False]), 'is_member'),
+    (lambda: metrics.roc_auc([0.1, np.nan], [True, False]), 'scores'),
+    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 1.5), 'fpr'),
+    (lambda: metrics.empirical_gain([0.5, 1.2], [True, False]), 'p_member'),
+    (lambda: metrics.balanced_accuracy([0.3, 1.0], [True, False]), 'pred_member'),
+    (lambda: metrics.loss_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),
+    (lambda: metrics.loss_score(np.zeros((2,)), np.array([0, 1])), 'logits'),
+])
+def test_bad_input_raises_user_error(call, field):
+  with pytest.raises(UserError, match=field):
+    call()

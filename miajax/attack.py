@@ -19,9 +19,11 @@ cross-entropy.
 """
 
 import functools
+import math
+import numbers
 from typing import Any
 
-import flax
+from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,14 +100,15 @@ def gain_loss(attack_params, model, probs_in, labels_in, probs_out, labels_out):
   Returns:
     A scalar, >= 0; log 4 for an attacker that always answers 0.5. log sigmoid is taken
     from the logits (-softplus), so it is exact and never -inf; differentiable in the params
-    and in both probability arrays.
+    and in both probability arrays. The attack minimises it; a Min-Max classifier maximises
+    it (adds -gamma * gain_loss to its own loss) through the probabilities.
   """
   logit_in = model.apply({'params': attack_params}, probs_in, labels_in)
   logit_out = model.apply({'params': attack_params}, probs_out, labels_out)
   return jnp.mean(jax.nn.softplus(-logit_in)) + jnp.mean(jax.nn.softplus(logit_out))
 
 
-@flax.struct.dataclass
+@struct.dataclass
 class AttackState:
   """Attack parameters, their optimizer state and the step count."""
   params: Any
@@ -126,7 +129,19 @@ def init_state(key, model, num_classes, learning_rate) -> AttackState:
 
 
 def _attack_step(state, model, tx, batch_in, batch_out):
-  """One Adam step of the attack on a member batch and a non-member batch."""
+  """One optimizer step of the attack on a member batch and a non-member batch.
+
+  Args:
+    state: AttackState.
+    model: the attack module (static under jit).
+    tx: the optax transformation the state was made for, `optimizer(learning_rate)` (static
+      under jit: pass the same object every call).
+    batch_in: (probs (B, C), labels (B,)) of members.
+    batch_out: (probs (B, C), labels (B,)) of non-members.
+
+  Returns:
+    (new state, {"loss": -gain, "gain": the batch's empirical gain before the step}).
+  """
   probs_in, labels_in = batch_in
   probs_out, labels_out = batch_out
 
@@ -143,24 +158,17 @@ def _attack_step(state, model, tx, batch_in, batch_out):
 # model and tx are static: a Flax module compares by its fields and `optimizer` is cached,
 # so equal configurations reuse one compiled step.
 attack_step = jax.jit(_attack_step, static_argnames=('model', 'tx'))
-attack_step.__doc__ = """One attack step, jitted (model and tx static).
-
-Args:
-  state: AttackState.
-  model: the attack module.
-  tx: the optax transformation the state was made for (`optimizer(learning_rate)`).
-  batch_in: (probs (B, C), labels (B,)) of members.
-  batch_out: (probs (B, C), labels (B,)) of non-members.
-
-Returns:
-  (new state, {"loss": -gain, "gain": empirical gain of the batch before the step}).
-"""
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'tx', 'steps', 'batch_size'))
 def _train_epoch(state, key, model, tx, probs_in, labels_in, probs_out, labels_out, *,
                  steps, batch_size):
-  """One epoch: fresh shuffles of both sets, `steps` balanced batches under lax.scan."""
+  """One epoch: fresh shuffles of both sets, `steps` balanced batches under lax.scan.
+
+  A scan rather than a Python loop of `attack_step`: measured here (CPU, Nasr attack, 10
+  classes, batch 64) about 4x faster, the per-step dispatch and gathers being most of the
+  cost of so small a model.
+  """
   key_in, key_out = jax.random.split(key)
   take = steps * batch_size
   idx_in = jax.random.permutation(key_in, probs_in.shape[0])[:take]
@@ -212,8 +220,9 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
       or batch_size < 1:
     raise UserError(f'attack.batch_size: {batch_size!r}; expected an integer >= 1')
-  if not learning_rate > 0:
-    raise UserError(f'attack.learning_rate: {learning_rate!r}; expected a positive number')
+  if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) \
+      or not 0 < learning_rate < math.inf:
+    raise UserError(f'attack.learning_rate: {learning_rate!r}; expected a finite number > 0')
   p_in, y_in = _probs_and_labels('member_', member_probs, member_labels, num_classes)
   p_out, y_out = _probs_and_labels('nonmember_', nonmember_probs, nonmember_labels,
                                    num_classes)

@@ -12,7 +12,7 @@ from miajax.errors import UserError
 
 METHODS = ("baseline", "pruning", "minmax", "pruning_minmax", "dp")
 OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("auto", "vmap", "map")
+STRATEGIES = ("auto", "vmap", "map", "loop")
 
 
 def base() -> ml_collections.ConfigDict:

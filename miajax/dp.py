@@ -22,6 +22,7 @@ fixed-size batches is the common approximation of it.
 """
 
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import dp_accounting
@@ -37,6 +38,11 @@ LossFn = Callable[[PyTree, PyTree], jax.Array]
 # Largest noise multiplier calibration searches; beyond it a target epsilon is unreachable
 # in any practical sense (the signal would be drowned a thousand times over).
 _MAX_NOISE_MULTIPLIER = 1e3
+
+
+def _is_real(x) -> bool:
+  """A plain (non-traced) number, bools excluded."""
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
@@ -80,7 +86,7 @@ def clip(grads: PyTree, clip_norm: float | jax.Array) -> tuple[PyTree, jax.Array
   scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, tiny))
 
   def _scale(g):
-    return (g * scale.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype))
+    return g * scale.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
 
   return jax.tree_util.tree_map(_scale, grads), norms
 
@@ -132,9 +138,9 @@ def dp_grad(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array, *,
     per-example norm before clipping) and `clipped_fraction` (share of examples whose norm
     exceeded C), both over the unmasked examples.
   """
-  if isinstance(clip_norm, (int, float)) and not clip_norm > 0:
+  if _is_real(clip_norm) and not clip_norm > 0:
     raise UserError(f"dp.clip_norm: got {clip_norm!r}; allowed: a number > 0")
-  if isinstance(noise_multiplier, (int, float)) and not noise_multiplier >= 0:
+  if _is_real(noise_multiplier) and not noise_multiplier >= 0:
     raise UserError(f"dp.noise_multiplier: got {noise_multiplier!r}; allowed: a number >= 0")
   grads = per_example_grads(loss_fn, params, batch)
   clipped, norms = clip(grads, clip_norm)
@@ -158,15 +164,15 @@ def dp_grad(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array, *,
 def _check_accounting_args(noise_multiplier: float, sample_rate: float, steps: int,
                            delta: float | None) -> None:
   """Raises UserError naming the first invalid accounting argument."""
-  if not (isinstance(noise_multiplier, (int, float)) and noise_multiplier >= 0
+  if not (_is_real(noise_multiplier) and noise_multiplier >= 0
           and math.isfinite(noise_multiplier)):
     raise UserError(
         f"dp.noise_multiplier: got {noise_multiplier!r}; allowed: a finite number >= 0")
-  if not (isinstance(sample_rate, (int, float)) and 0 < sample_rate <= 1):
+  if not (_is_real(sample_rate) and 0 < sample_rate <= 1):
     raise UserError(f"dp.sample_rate: got {sample_rate!r}; allowed: a number in (0, 1]")
-  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+  if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
     raise UserError(f"dp.steps: got {steps!r}; allowed: an integer >= 0")
-  if delta is not None and not (isinstance(delta, (int, float)) and 0 < delta < 1):
+  if delta is not None and not (_is_real(delta) and 0 < delta < 1):
     raise UserError(f"dp.delta: got {delta!r}; allowed: a number in (0, 1)")
 
 
@@ -175,7 +181,7 @@ def _accountant(noise_multiplier: float, sample_rate: float, steps: int,
   """An RDP accountant charged with `steps` Poisson-subsampled Gaussian steps."""
   accountant = dp_accounting.rdp.RdpAccountant(orders)
   event = dp_accounting.PoissonSampledDpEvent(
-      sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
+      float(sample_rate), dp_accounting.GaussianDpEvent(float(noise_multiplier)))
   accountant.compose(event, int(steps))
   return accountant
 
@@ -198,8 +204,9 @@ def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int,
   if noise_multiplier == 0:
     raise UserError("dp.noise_multiplier: got 0; allowed: a number > 0 for an RDP curve")
   accountant = _accountant(noise_multiplier, sample_rate, steps, orders)
-  # The accountant keeps its curve private; this reads it rather than recomputing it.
-  return np.asarray(accountant._orders, float), np.asarray(accountant._rdp, float)  # pylint: disable=protected-access
+  # The accountant has no public getter for its curve; read it rather than recompute it.
+  # pylint: disable-next=protected-access
+  return np.asarray(accountant._orders, float), np.asarray(accountant._rdp, float)
 
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -239,7 +246,7 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sample_rate:
     sigma with epsilon(sigma) <= target_epsilon and epsilon(sigma * (1 - rtol)) above it
     (up to the accountant's own resolution). 0 when `steps` is 0.
   """
-  if not (isinstance(target_epsilon, (int, float)) and target_epsilon > 0
+  if not (_is_real(target_epsilon) and target_epsilon > 0
           and math.isfinite(target_epsilon)):
     raise UserError(f"dp.epsilon: got {target_epsilon!r}; allowed: a finite number > 0")
   _check_accounting_args(1.0, sample_rate, steps, delta)

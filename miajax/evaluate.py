@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from miajax import attack
+from miajax import metrics
 from miajax import splits as splits_lib
 from miajax.data import pipeline
 
@@ -70,3 +72,54 @@ def accuracies(out: Outputs) -> tuple[np.ndarray, np.ndarray]:
   train = correct[:, out.is_member].mean(-1)
   test = correct[:, out.select(member=False, split=1)].mean(-1)
   return train, test
+
+
+THRESHOLD_ATTACKS = {
+    "loss": metrics.loss_score,
+    "confidence": metrics.confidence_score,
+    "entropy": metrics.modified_entropy_score,
+}
+
+
+def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
+          ) -> tuple[dict, dict[str, np.ndarray]]:
+  """Every attack on trial k: learned on split 0, measured on split 1 (the audit set).
+
+  Returns the record fields and the per-example scores (higher = more likely member) of all
+  audit and reference examples, for scores.npz.
+  """
+  logits = out.logits[k]
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)
+  fit = out.split == 0
+  members_fit, nonmembers_fit = out.select(True, 0), out.select(False, 0)
+  params = attack.train(
+      jax.random.PRNGKey(seed), attack_config.kind, num_classes,
+      probs[members_fit], out.labels[members_fit],
+      probs[nonmembers_fit], out.labels[nonmembers_fit],
+      epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
+      learning_rate=float(attack_config.learning_rate))
+  scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, probs,
+                                       out.labels)}
+  for name, score_fn in THRESHOLD_ATTACKS.items():
+    scores[f"score_{name}"] = score_fn(logits, out.labels)
+
+  test = ~fit
+  fields = attack.evaluate(scores["score_nn"][test], out.is_member[test])
+  fields["threshold_attacks"] = {
+      name: {key: value for key, value in metrics.threshold_attack(
+          scores[f"score_{name}"][fit], out.is_member[fit],
+          scores[f"score_{name}"][test], out.is_member[test]).items() if key != "threshold"}
+      for name in THRESHOLD_ATTACKS}
+  correct = logits.argmax(-1) == out.labels
+  nonmember_audit = out.select(False, 1)
+  fields["per_class"] = metrics.per_class(
+      correct[out.is_member], out.labels[out.is_member],
+      correct[nonmember_audit], out.labels[nonmember_audit],
+      scores["score_nn"][test] >= 0.5, out.is_member[test], out.labels[test], num_classes)
+  return fields, scores
+
+
+def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
+  """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
+  np.savez(path, logits=out.logits[k].astype(np.float32), labels=out.labels,
+           is_member=out.is_member, split=out.split, index=out.index, **scores)

@@ -15,6 +15,8 @@ Confidences may carry a trailing query axis (augmentations): each query gets its
 Gaussians and the per-query scores are averaged, as in the paper.
 """
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +45,7 @@ def keep_masks(key: jax.Array, num_models: int, pool_size: int) -> jax.Array:
     (M, N) bool array, True where model m trains on example n.
   """
   for field, value in (("lira.num_models", num_models), ("lira.pool_size", pool_size)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
       raise UserError(f"{field}: got {value!r}; allowed: an integer >= 1")
   # argsort of iid uniforms along the model axis is a uniform random permutation per column.
   perm = jnp.argsort(jax.random.uniform(key, (num_models, pool_size)), axis=0)

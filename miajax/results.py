@@ -18,10 +18,12 @@ FIELDS = (
     "attack_accuracy", "attack_auc", "attack_tpr_at_fpr", "gain", "threshold_attacks",
     "weights_total", "weights_nonzero", "compression_ratio", "layer_sparsity", "dp_epsilon",
     "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
+# Computed as well, beyond the schema: the Eq. 10 JS estimate, per-class gaps (Fig. 4).
+EXTRA_FIELDS = ("js_divergence", "per_class")
 
 
 def record(**fields: Any) -> dict[str, Any]:
-  unknown = set(fields) - set(FIELDS)
+  unknown = set(fields) - set(FIELDS) - set(EXTRA_FIELDS)
   if unknown:
     raise KeyError(f"not in the results schema: {sorted(unknown)}")
   return {name: fields.get(name) for name in FIELDS} | {

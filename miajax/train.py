@@ -134,12 +134,14 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   wall = time.time() - t0
   records = []
   for k, t in enumerate(group):
+    fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
+    evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
     records.append(results.record(
         name=t.name, method=method, dataset=config.data.name, model=config.model.name,
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
         test_accuracy=float(test_acc[k]), wall_seconds=wall,
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions()))
+        versions=results.versions(), **fields))
   ckpt.close()
   return records
 
@@ -191,7 +193,7 @@ def _mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:
   """("trial", "data"): trials spread over devices when vmapped, the batch over the rest."""
   n = jax.device_count()
   trial = max(d for d in range(1, n + 1) if n % d == 0 and num_trials % d == 0)
-  if strategy == "map":
+  if strategy != "vmap":
     trial = 1
   data = n // trial
   if batch_size % data:

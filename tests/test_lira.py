@@ -153,8 +153,9 @@ def test_scores_match_analytic_tpr(gaussian_world, variant, alpha):
   got = _tpr_at_fpr(s, is_member, alpha)
   want = _finite_shadow_tpr(alpha, **_FINITE[variant])
   assert abs(got - want) < _TOL[alpha], (got, want)
-  # 128 shadows per side put these tests within 0.005 of the optimum...
+  # 128 shadows per side put these tests within 0.005 of the Neyman-Pearson optimum...
   assert _np_optimum(alpha) - 0.005 < want <= _np_optimum(alpha)
+  assert abs(got - _np_optimum(alpha)) < _TOL[alpha] + 0.005
   # ...which a global threshold on the raw confidence is far from.
   assert _tpr_at_fpr(target_conf, is_member, alpha) < _np_optimum(alpha) * 0.6
 

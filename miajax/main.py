@@ -22,6 +22,8 @@ class _QuietLibraries(std_logging.Filter):
   """Keeps the run's own progress lines; libraries' INFO chatter (Orbax logs every save)."""
 
   def filter(self, record):
+    if "rdp_privacy_accountant" in record.pathname:
+      return False  # "excluding this order": the accountant's normal course, not a problem
     return record.levelno >= std_logging.WARNING or "/miajax/" in record.pathname
 
 

@@ -315,7 +315,7 @@ def topk_mask(w: jax.Array, k) -> jax.Array:
   rows = -(-n // _TIE_ROW)
   tied_rows = jnp.pad(tied, (0, rows * _TIE_ROW - n)).reshape(rows, _TIE_ROW)
   row_cum = jnp.cumsum(jnp.sum(tied_rows, axis=1, dtype=jnp.int32))
-  r = jnp.minimum(jnp.sum(row_cum < need, dtype=jnp.int32), rows - 1)
+  r = jnp.minimum(jnp.sum(row_cum <= need, dtype=jnp.int32), rows - 1)
   before = jnp.where(r > 0, row_cum[jnp.maximum(r - 1, 0)], 0)
   in_row = jnp.cumsum(lax.dynamic_index_in_dim(tied_rows, r, keepdims=False), dtype=jnp.int32)
   col = jnp.sum(in_row < need - before, dtype=jnp.int32)

@@ -19,7 +19,8 @@ FIELDS = (
     "weights_total", "weights_nonzero", "compression_ratio", "layer_sparsity", "dp_epsilon",
     "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
 # Computed as well, beyond the schema: the Eq. 10 JS estimate, per-class gaps (Fig. 4).
-EXTRA_FIELDS = ("js_divergence", "per_class")
+EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_sampling",
+                "dp_model_norm")
 
 
 def record(**fields: Any) -> dict[str, Any]:

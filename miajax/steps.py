@@ -74,13 +74,17 @@ def classifier_loss(params, batch_stats, model, batch):
 def apply_gradients(state: TrainState, grads, tx, batch_stats, mask=None) -> TrainState:
   """One optimizer update; with `mask`, pruned weights and their moments stay exactly zero."""
   if mask is not None:
-    grads = jax.tree.map(jnp.multiply, grads, mask)
+    grads = _masked(grads, mask)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   if mask is not None:
-    params = jax.tree.map(jnp.multiply, params, mask)
+    params = _masked(params, mask)
   return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                        opt_state=opt_state, key=jax.random.split(state.key)[0])
+
+
+def _masked(tree, mask):
+  return jax.tree.map(lambda x, m: jnp.where(m, x, jnp.zeros((), x.dtype)), tree, mask)
 
 
 def train_step(state: TrainState, batch, hp, *, model, tx, loss_fn=classifier_loss,
@@ -137,6 +141,12 @@ def lift(step: Step, strategy: str, donate: bool = True) -> Step:
 @jax.jit
 def _stack_metrics(*metrics):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+
+
+def lift_update(fn: Callable, strategy: str) -> Callable:
+  """fn(state, hp) -> (state, metrics) for one trial -> jitted over the stack."""
+  stacked = lift(lambda state, batch, hp: fn(state, hp), strategy)
+  return lambda state, hp: stacked(state, None, hp)
 
 
 def lift_eval(fn: Callable, strategy: str) -> Callable:

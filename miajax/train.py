@@ -22,6 +22,7 @@ from miajax import config as config_lib
 from miajax import evaluate
 from miajax import methods
 from miajax import models
+from miajax import pruning
 from miajax import results
 from miajax import splits as splits_lib
 from miajax import steps
@@ -83,7 +84,8 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   names = [t.name for t in group]
   model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
   tx = steps.optimizer(config)
-  recipe = methods.recipe(method, config, model, tx, steps_per_epoch)
+  recipe = methods.recipe(method, config, model, tx, steps_per_epoch, data.num_classes,
+                          len(split.train))
   total = recipe.total_steps
   if all(done.get(n, {}).get("step") == total for n in names):
     logging.info("%s: all %d trials finished earlier; keeping their results", method, len(names))
@@ -116,15 +118,19 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
     end = begin + phase.steps
     if start < end:
       if start == begin and phase.enter is not None:
-        state = steps.lift(lambda s, b, h: (phase.enter(s, h), {}), strategy)(state, None, hp)[0]
+        enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), strategy)
+        state = enter(state, hp)[0]
+      side_sets = {"mem": ("train", split.attack_members, recipe.attack_batches),
+                   "ref": ("test", split.reference, recipe.attack_batches)
+                   } if recipe.attack_batches else None
       batches = pipeline.train_batches(data, split.train, seeds, config.data.batch_size,
-                                       start, end, config.data.workers)
+                                       start, end, config.data.workers, side_sets)
       state = _train_phase(config, workdir, method, phase, names, state, hp, batches,
-                           batch_sharding, ckpt, start, end, total, strategy, recipe)
+                           batch_sharding, ckpt, begin, start, end, total, strategy, recipe)
       start = end
     begin = end
   if ckpt.latest_step() != total:
-    ckpt.save(total, state, _meta(names, method, "end", total, recipe, state))
+    ckpt.save(total, state, _meta(names, method, "end", total, total, state))
   ckpt.wait()
 
   # ---------------------------------------------------------------- evaluation
@@ -135,28 +141,37 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   records = []
   for k, t in enumerate(group):
     fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
+    fields |= pruning.compression(_trial_params(state, k))
     evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
     records.append(results.record(
         name=t.name, method=method, dataset=config.data.name, model=config.model.name,
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
         test_accuracy=float(test_acc[k]), wall_seconds=wall,
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions(), **fields))
+        versions=results.versions(), **fields, **recipe.report))
   ckpt.close()
   return records
 
 
 def _train_phase(config, workdir, method, phase, names, state, hp, batches, batch_sharding,
-                 ckpt, start, end, total, strategy, recipe):
+                 ckpt, begin, start, end, total, strategy, recipe):
+  del recipe
   step_fn = steps.lift(phase.step, strategy)
+  periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
   examples = len(names) * config.data.batch_size
   window, t_window, t_phase = [], time.time(), time.time()
   for step in range(start, end):
-    batch = pipeline.place(next(batches), batch_sharding)
+    batch = pipeline.place(next(batches), batch_sharding.mesh)
     state, metrics = step_fn(state, batch, hp)
     window.append(metrics)
     done = step + 1
+    if periodic is not None and (done - begin) % phase.every == 0:
+      state, update_metrics = periodic(state, hp)
+      update_metrics = jax.device_get(update_metrics)
+      _append_metrics(workdir, names, done, phase.name + "_update", update_metrics)
+      logging.info("%s %s update at step %d: max primal residual ||W - Z|| %.4g", method,
+                   phase.name, done, max(float(np.max(v)) for v in update_metrics.values()))
     if done % log_every == 0 or done == end:
       means = {k: np.mean(np.stack([np.asarray(m[k]) for m in window]), 0)
                for k in window[0]}          # per trial, over the window
@@ -170,15 +185,23 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
       _append_metrics(workdir, names, done, phase.name, means)
       window, t_window = [], now
     if done % ckpt_every == 0 or done == end:
-      ckpt.save(done, state, _meta(names, method, phase.name, done, recipe, state))
+      ckpt.save(done, state, _meta(names, method, phase.name, done, total, state))
   del t_phase
   return state
 
 
-def _meta(names, method, phase, step, recipe, state):
-  del recipe, state
-  return [{"trial": n, "method": method, "phase": phase, "step": step,
+def _meta(names, method, phase, step, total, state):
+  """Checkpoint metadata; the final checkpoint also carries the compression report."""
+  meta = [{"trial": n, "method": method, "phase": phase, "step": step,
            "input_position": step} for n in names]
+  if step == total:
+    for k, m in enumerate(meta):
+      m["compression"] = pruning.compression(_trial_params(state, k))
+  return meta
+
+
+def _trial_params(state, k):
+  return jax.device_get(jax.tree.map(lambda x: x[k], state.params))
 
 
 def _stack_hp(recipe, state, num_trials):

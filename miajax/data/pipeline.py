@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from miajax.data import sources as sources_lib
+from miajax.errors import UserError
 
 # Per-channel mean and std of the train split, on the [0, 1] scale.
 _STATS = {
@@ -129,27 +130,47 @@ def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
                     .resize((w, h), Image.BILINEAR)).reshape(h, w, -1)
 
 
-def _trial_rows(members: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
-  steps_per_epoch = len(members) // batch_size
+def _trial_rows(indices: np.ndarray, seed: int, step: int, batch_size: int, stream: int = 0
+                ) -> np.ndarray:
+  """The rows of `indices` that a trial reads at `step`: epoch e is a permutation drawn from
+  (seed, stream, e), so each set a step reads from (stream) has its own order."""
+  steps_per_epoch = len(indices) // batch_size
   epoch, i = divmod(step, steps_per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(len(members))
-  return members[order[i * batch_size:(i + 1) * batch_size]]
+  order = np.random.default_rng([seed, stream, epoch]).permutation(len(indices))
+  return indices[order[i * batch_size:(i + 1) * batch_size]]
 
 
 def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size: int,
-                  start: int, stop: int, workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """This host's rows of the training batches of steps [start, stop): (trials, rows, ...)."""
-  if len(members) < batch_size:
-    raise ValueError(f"{len(members)} members cannot fill a batch of {batch_size}")
+                  start: int, stop: int, workers: int = 0,
+                  side_sets: dict[str, tuple[str, np.ndarray, int]] | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """This host's rows of the training batches of steps [start, stop): (trials, rows, ...).
+
+  `side_sets` adds, per step, `count` batches from other sets, e.g. Min-Max's attack batches
+  {"mem": ("train", attack_members, k), "ref": ("test", reference, k)}, under "mem/image" etc.
+  with shape (trials, count, rows, ...).
+  """
+  side_sets = side_sets or {}
+  for name, (_, idx, count) in {"members": ("train", members, 1), **side_sets}.items():
+    if len(idx) < count * batch_size:
+      raise UserError(f"data.batch_size={batch_size}: the {name} set has {len(idx)} examples, "
+                      f"fewer than the {count * batch_size} a step reads; allowed: a smaller "
+                      "batch size")
   hosts, host = jax.process_count(), jax.process_index()
   rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
 
+  def one_trial(seed: int, step: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, step, 1])
+    out = data.read("train", _trial_rows(members, seed, step, batch_size)[rows], rng)
+    for stream, (name, (split, idx, count)) in enumerate(side_sets.items(), start=1):
+      picked = _trial_rows(idx, seed, step, count * batch_size, stream).reshape(count, -1)
+      side = [data.read(split, p[rows], rng) for p in picked]
+      for key in side[0]:
+        out[f"{name}/{key}"] = np.stack([b[key] for b in side])
+    return out
+
   def batch(step: int) -> dict[str, np.ndarray]:
-    per_trial = []
-    for seed in seeds:
-      idx = _trial_rows(members, int(seed), step, batch_size)[rows]
-      rng = np.random.default_rng([int(seed), step, 1])
-      per_trial.append(data.read("train", idx, rng))
+    per_trial = [one_trial(int(seed), step) for seed in seeds]
     return {k: np.stack([b[k] for b in per_trial]) for k in per_trial[0]}
 
   dataset = grain.MapDataset.range(start, stop).map(batch)
@@ -171,6 +192,12 @@ def eval_batches(data: Data, split: str, indices: np.ndarray, batch_size: int
     yield data.read(split, idx[rows]), valid
 
 
-def place(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
-  """Assembles this host's rows into global arrays laid out by `sharding`."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+def place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """Assembles this host's rows into global arrays: trials on "trial", rows on "data"."""
+  P = jax.sharding.PartitionSpec
+  out = {}
+  for k, v in batch.items():
+    # Side-set batches carry a (count,) axis between the trial and the row axes.
+    spec = P("trial", None, "data") if "/" in k else P("trial", "data")
+    out[k] = jax.make_array_from_process_local_data(jax.sharding.NamedSharding(mesh, spec), v)
+  return out

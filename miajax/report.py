@@ -1,0 +1,503 @@
+"""python -m miajax.report DIR [--out OUT]: the paper's tables and figures from a workdir.
+
+Reads only what a run left on disk (results.json, each trial's metrics.jsonl, scores.npz and
+final checkpoint) and writes, to OUT (default DIR/report):
+
+  table1.md             the method comparison (mean ± 95% interval over seeds, Table 1/2),
+                        the weight-pruning table (Table 4) and the DP-SGD rows with epsilon;
+                        also printed
+  fig2_loss.png         training loss against step per method, phases marked (Fig. 2, top)
+  fig4_gap_vs_attack.png  per-class attack accuracy against the train/non-train accuracy gap
+                        (Fig. 4)
+  roc.png               log-log ROC curves of every attack in scores.npz on the audit split,
+                        one seed per method (Carlini et al. 2022)
+  fig3_weights.png      histogram of the nonzero prunable weights of the final checkpoint,
+                        one seed per method (Fig. 3)
+  report.json           the numbers behind all of the above
+
+A figure whose inputs are absent is skipped with a note. Nothing in DIR is modified except
+OUT, which is created when missing.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from absl import app
+from absl import flags
+
+from miajax import inspect as inspect_lib
+from miajax import results
+from miajax.errors import UserError
+
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: DIR/report).")
+
+# The FPRs at which TPR is reported beside each ROC curve, as in results.json.
+_FPRS = (0.001, 0.01)
+_HIST_BINS = 101
+
+
+def _group(record: dict) -> str:
+  # The same grouping as results.table, so every section lines up with Table 1's rows.
+  return record.get("group") or record["method"]
+
+
+def _by_group(records: list[dict]) -> dict[str, list[dict]]:
+  groups: dict[str, list[dict]] = {}
+  for r in records:
+    groups.setdefault(_group(r), []).append(r)
+  return groups
+
+
+def _representative(records: list[dict], has) -> dict | None:
+  """The record of lowest seed (then name) for which `has(record)` holds."""
+  usable = [r for r in records if has(r)]
+  return min(usable, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["name"]),
+             default=None)
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def comparison(records: list[dict]) -> dict[str, Any]:
+  """The numbers of results.table: per group, every column's mean, half-width and count."""
+  out = {}
+  for name, rs in _by_group(records).items():
+    row: dict[str, Any] = {"seeds": len(rs), "trials": [r["name"] for r in rs]}
+    for header, get, _ in results.COLUMNS:
+      values = [get(r) for r in rs]
+      mean, half, n = results.mean_interval(values)
+      row[header] = {"mean": mean, "half": half, "n": n, "values": values}
+    out[name] = row
+  return out
+
+
+def compression(records: list[dict]) -> dict[str, Any]:
+  """Table 4's numbers per group of trials with weights_total: per layer and in total."""
+  out = {}
+  for name, rs in _by_group(records).items():
+    rs = [r for r in rs if r.get("weights_total") is not None]
+    if not rs:
+      continue
+    layers: dict[str, dict] = {}
+    for r in rs:
+      for layer, c in (r.get("layer_sparsity") or {}).items():
+        entry = layers.setdefault(layer, {"total": c["total"], "nonzero": []})
+        entry["nonzero"].append(c["nonzero"])
+    for entry in layers.values():
+      entry["nonzero"] = _mean(entry["nonzero"])
+      entry["pruned_pct"] = _pruned_pct(entry["total"], entry["nonzero"])
+    total = rs[0]["weights_total"]
+    nonzero = _mean([r["weights_nonzero"] for r in rs])
+    mean, half, n = results.mean_interval(r.get("compression_ratio") for r in rs)
+    out[name] = {
+        "trials": [r["name"] for r in rs], "layers": layers, "weights_total": total,
+        "weights_nonzero": nonzero, "pruned_pct": _pruned_pct(total, nonzero),
+        "compression_ratio": {"mean": mean, "half": half, "n": n}}
+  return out
+
+
+def _mean(values: list) -> float | int | None:
+  """An int when all seeds agree (keep counts are fixed), else the float mean."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  if all(v == values[0] for v in values):
+    return values[0]
+  return sum(values) / len(values)
+
+
+def _pruned_pct(total, nonzero) -> float | None:
+  if not total or nonzero is None:
+    return None
+  return 100.0 * (1.0 - nonzero / total)
+
+
+def dp_rows(records: list[dict]) -> list[dict]:
+  keys = ("name", "method", "seed", "dp_epsilon", "dp_delta", "test_accuracy",
+          "attack_accuracy")
+  return [{k: r.get(k) for k in keys} for r in records if r.get("dp_epsilon") is not None]
+
+
+def _num(x, spec: str) -> str:
+  if x is None:
+    return "-"
+  if isinstance(x, int) and not spec.endswith("%"):
+    return f"{x:,}"
+  return format(x, spec)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+  return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> str:
+  lines = [f"# miajax report: {workdir}", "",
+           "## Table 1: method comparison",
+           "", "Mean ± 95% t-interval over seeds; accuracies in %. attack acc: the NN attack's "
+           "balanced accuracy on the audit split.", "", "```",
+           results.table(records), "```"]
+  lines += ["", "## Table 4: weight pruning", ""]
+  if not comp:
+    lines.append("No trial has weight counts (no pruning trials).")
+  for name, c in comp.items():
+    rows = [[layer, _num(e["total"], ",d"), _num(e["nonzero"], ",.1f"),
+             _num(e["pruned_pct"], ".2f")] for layer, e in c["layers"].items()]
+    rows.append(["**total**", _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
+                 _num(c["pruned_pct"], ".2f")])
+    ratio = c["compression_ratio"]
+    ratio_text = "-" if ratio["mean"] is None else (
+        f"{ratio['mean']:.2f}x" + ("" if ratio["half"] is None else f" ± {ratio['half']:.2f}"))
+    lines += [f"### {name} ({len(c['trials'])} trials)", ""]
+    lines += _md_table(["layer", "weights", "nonzero", "pruned %"], rows)
+    lines += ["", f"Total reduction ratio: {ratio_text}", ""]
+  lines += ["", "## DP-SGD (Table 2)", ""]
+  if not dp:
+    lines.append("No DP-SGD trial.")
+  else:
+    rows = [[r["name"], r["method"], str(r["seed"]), _num(r["dp_epsilon"], ".2f"),
+             _num(r["dp_delta"], ".0e"), _pct(r["test_accuracy"]), _pct(r["attack_accuracy"])]
+            for r in dp]
+    lines += _md_table(["trial", "method", "seed", "epsilon", "delta", "test acc",
+                        "attack acc"], rows)
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def _pct(x) -> str:
+  return "-" if x is None else f"{100 * x:.2f}"
+
+
+# ---------------------------------------------------------------- inputs of the figures
+
+
+def read_metrics(path: Path) -> list[dict]:
+  """metrics.jsonl's lines with a step and a finite loss; a torn last line is skipped."""
+  if not path.is_file():
+    return []
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and _finite(row.get("step")) and _finite(row.get("loss")):
+      rows.append(row)
+  return sorted(rows, key=lambda r: r["step"])
+
+
+def loss_curves(workdir: Path, records: list[dict]) -> dict[str, dict]:
+  out = {}
+  for r in records:
+    rows = read_metrics(workdir / r["name"] / "metrics.jsonl")
+    if rows:
+      out[r["name"]] = {"group": _group(r), "seed": r.get("seed"),
+                        "step": [row["step"] for row in rows],
+                        "loss": [row["loss"] for row in rows],
+                        "phase": [row.get("phase") for row in rows]}
+  return out
+
+
+def phase_spans(steps: list, phases: list) -> list[tuple[str, float, float]]:
+  """(phase, first step, last step) runs; every phase's last step is logged, so a run's
+  last logged step is exactly where that phase ended."""
+  spans: list[list] = []
+  previous_end = 0
+  for step, phase in zip(steps, phases):
+    if spans and spans[-1][0] == phase:
+      spans[-1][2] = step
+    else:
+      if spans:
+        previous_end = spans[-1][2]
+      spans.append([phase, previous_end, step])
+  return [tuple(s) for s in spans]
+
+
+def class_points(records: list[dict]) -> dict[str, list[dict]]:
+  out: dict[str, list[dict]] = {}
+  for r in records:
+    for cls, c in (r.get("per_class") or {}).items():
+      if isinstance(c, dict) and _finite(c.get("gap")) and _finite(c.get("attack_accuracy")):
+        out.setdefault(_group(r), []).append(
+            {"trial": r["name"], "class": cls, "gap": c["gap"],
+             "attack_accuracy": c["attack_accuracy"]})
+  return out
+
+
+def roc_curves(workdir: Path, records: list[dict], notes: list[str]) -> dict[str, dict]:
+  """Per group, one seed's ROC curve of every score_<attack> on the audit split."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from miajax import metrics  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name, rs in _by_group(records).items():
+    r = _representative(rs, lambda r: (workdir / r["name"] / "scores.npz").is_file())
+    if r is None:
+      continue
+    path = workdir / r["name"] / "scores.npz"
+    try:
+      with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+      notes.append(f"roc: {path} not readable ({e}); {name} left out")
+      continue
+    if "is_member" not in arrays or "split" not in arrays:
+      notes.append(f"roc: {path} has no is_member/split arrays; {name} left out")
+      continue
+    audit = arrays["split"] == 1
+    members = arrays["is_member"].astype(bool)[audit]
+    attacks = {}
+    for key in sorted(k for k in arrays if k.startswith("score_")):
+      scores = np.asarray(arrays[key], np.float64)[audit]
+      try:
+        auc = metrics.roc_auc(scores, members)
+      except UserError as e:
+        notes.append(f"roc: {r['name']} {key} left out: {e}")
+        continue
+      # The curve at every distinct score, ties kept on one point, as roc_auc computes it.
+      fpr, tpr, _ = metrics._roc_points(scores, members)  # pylint: disable=protected-access
+      attacks[key.removeprefix("score_")] = {
+          "auc": auc,
+          "tpr_at_fpr": {str(f): metrics.tpr_at_fpr(scores, members, f) for f in _FPRS},
+          "fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    if attacks:
+      out[name] = {"trial": r["name"], "seed": r.get("seed"), "members": int(members.sum()),
+                   "non_members": int((~members).sum()), "attacks": attacks}
+  return out
+
+
+def weight_histograms(workdir: Path, records: list[dict], notes: list[str]) -> dict[str, dict]:
+  """Per group, one seed's nonzero prunable weights at its final checkpoint, histogrammed."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from miajax import pruning  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name, rs in _by_group(records).items():
+    r = _representative(rs, lambda r: (workdir / r["name"] / "checkpoints").is_dir())
+    if r is None:
+      continue
+    checkpoint_dir = workdir / r["name"] / "checkpoints"
+    try:
+      steps = inspect_lib.checkpoint_steps(checkpoint_dir)
+      if not steps:
+        notes.append(f"fig3_weights: {checkpoint_dir} holds no checkpoint; {name} left out")
+        continue
+      _, params = inspect_lib.restore(checkpoint_dir, steps[-1])
+    except Exception as e:  # pylint: disable=broad-except
+      notes.append(f"fig3_weights: {checkpoint_dir} not readable ({type(e).__name__}); "
+                   f"{name} left out")
+      continue
+    kernels = [np.asarray(leaf, np.float64).ravel()
+               for path, leaf in traverse_util.flatten_dict(params).items()
+               if pruning.is_prunable(path, leaf)]
+    weights = np.concatenate(kernels) if kernels else np.zeros(0)
+    nonzero = weights[weights != 0]
+    if nonzero.size == 0:
+      notes.append(f"fig3_weights: {r['name']} has no nonzero prunable weights; left out")
+      continue
+    limit = float(np.abs(nonzero).max())
+    counts, edges = np.histogram(nonzero, bins=_HIST_BINS, range=(-limit, limit))
+    out[name] = {"trial": r["name"], "seed": r.get("seed"), "step": steps[-1],
+                 "total": int(weights.size), "nonzero": int(nonzero.size),
+                 "counts": counts.tolist(), "edges": edges.tolist()}
+  return out
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _colours(names) -> dict[str, Any]:
+  cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+  return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+
+
+def _grid(n: int, width: float = 4.5, height: float = 3.6):
+  plt = _pyplot()
+  cols = min(n, 3)
+  rows = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+  for ax in axes.ravel()[n:]:
+    ax.set_visible(False)
+  return fig, list(axes.ravel()[:n])
+
+
+def _save(fig, path: Path) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  _pyplot().close(fig)
+
+
+def plot_loss(curves: dict[str, dict], path: Path) -> None:
+  groups: dict[str, list[dict]] = {}
+  for c in curves.values():
+    groups.setdefault(c["group"], []).append(c)
+  fig, axes = _grid(len(groups))
+  shade = ("#f2f2f2", "#ffffff")
+  for ax, (name, cs) in zip(axes, groups.items()):
+    for c in cs:
+      ax.plot(c["step"], c["loss"], marker="." if len(c["step"]) < 30 else None,
+              label=f"seed {c['seed']}")
+    # Phases from the first seed: every seed of a method runs the same phases.
+    for i, (phase, start, end) in enumerate(phase_spans(cs[0]["step"], cs[0]["phase"])):
+      ax.axvspan(start, end, color=shade[i % 2], zorder=0)
+      if start > 0:
+        ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
+      ax.text((start + end) / 2, 0.98, str(phase), transform=ax.get_xaxis_transform(),
+              ha="center", va="top", fontsize=8, color="dimgrey")
+    ax.set(title=name, xlabel="step", ylabel="training loss")
+    ax.legend(fontsize=7, loc="center right")
+  _save(fig, path)
+
+
+def plot_gap_vs_attack(points: dict[str, list[dict]], path: Path) -> None:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 4.2))
+  colours = _colours(points)
+  for name, ps in points.items():
+    ax.scatter([100 * p["gap"] for p in ps], [100 * p["attack_accuracy"] for p in ps],
+               color=colours[name], label=name, s=18, alpha=0.8)
+  ax.axhline(50, color="grey", linestyle=":", linewidth=0.8)
+  ax.set(xlabel="train - non-train accuracy gap per class (%)",
+         ylabel="attack accuracy per class (%)",
+         title="Attack accuracy vs. accuracy gap (Fig. 4)")
+  ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def plot_roc(curves: dict[str, dict], path: Path) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  fig, axes = _grid(len(curves), width=4.2, height=4.0)
+  for ax, (name, c) in zip(axes, curves.items()):
+    # Below one non-member (or member) the rates are not measured: that is the plot's floor.
+    low = 1.0 / max(min(c["members"], c["non_members"]), 1)
+    for attack, a in c["attacks"].items():
+      fpr, tpr = np.asarray(a["fpr"]), np.asarray(a["tpr"])
+      ax.plot(np.maximum(fpr, low / 2), np.maximum(tpr, low / 2),
+              label=f"{attack} AUC {a['auc']:.3f}, "
+                    f"TPR@0.1% {100 * a['tpr_at_fpr']['0.001']:.1f}%")
+    ax.plot([low / 2, 1], [low / 2, 1], color="grey", linestyle=":", linewidth=0.8)
+    ax.set(xscale="log", yscale="log", xlim=(low / 2, 1), ylim=(low / 2, 1),
+           xlabel="false positive rate", ylabel="true positive rate",
+           title=f"{name} (seed {c['seed']}, audit split)")
+    ax.legend(fontsize=7, loc="lower right")
+  _save(fig, path)
+
+
+def plot_weights(hists: dict[str, dict], path: Path) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  fig, axes = _grid(len(hists))
+  colours = _colours(hists)
+  for ax, (name, h) in zip(axes, hists.items()):
+    edges = np.asarray(h["edges"])
+    ax.stairs(h["counts"], edges, fill=True, color=colours[name], alpha=0.8)
+    ax.set(title=f"{name} (seed {h['seed']}, step {h['step']})", xlabel="weight value",
+           ylabel="count")
+    ax.text(0.02, 0.97, f"nonzero {h['nonzero']:,} of {h['total']:,}",
+            transform=ax.transAxes, va="top", fontsize=8)
+  _save(fig, path)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _prepare_out(out: Path) -> None:
+  if out.exists() and not out.is_dir():
+    raise UserError(f"--out={out} is a file; allowed: a directory (created when missing)")
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"--out={out} cannot be created ({e.strerror}); allowed: a directory "
+                    "you can write") from None
+
+
+def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+  """Writes the report of the workdir `path` to `out` (default path/report); returns
+  report.json's contents."""
+  target = inspect_lib.resolve(path)
+  workdir = target.path
+  if target.kind != "workdir":
+    raise UserError(f"{workdir} is a trial directory; allowed: the workdir holding it and "
+                    "results.json" + (f" ({target.workdir})" if target.workdir else ""))
+  if not (workdir / "results.json").is_file():
+    raise UserError(f"{workdir} has no results.json (the run has not finished); allowed: a "
+                    "workdir where python -m miajax.main has written results.json")
+  records = inspect_lib.load_records(workdir)
+  missing = [r["name"] for r in records if not isinstance(r.get("method"), str)]
+  if missing:
+    raise UserError(f"{workdir / 'results.json'}: record {missing[0]} has no method; "
+                    "allowed: results.json as python -m miajax.main writes it")
+  out = Path(out) if out is not None else workdir / "report"
+  _prepare_out(out)
+
+  notes: list[str] = []
+  comp = compression(records)
+  dp = dp_rows(records)
+  text = markdown(workdir, records, comp, dp)
+  (out / "table1.md").write_text(text)
+
+  figures: dict[str, str] = {}
+  curves = loss_curves(workdir, records)
+  points = class_points(records)
+  rocs = roc_curves(workdir, records, notes)
+  hists = weight_histograms(workdir, records, notes)
+  for filename, data, plot, absent in (
+      ("fig2_loss.png", curves, plot_loss, "no trial has a metrics.jsonl with losses"),
+      ("fig4_gap_vs_attack.png", points, plot_gap_vs_attack,
+       "no record has per_class gaps and attack accuracies"),
+      ("roc.png", rocs, plot_roc, "no trial has a scores.npz with score_* arrays"),
+      ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint")):
+    if data:
+      plot(data, out / filename)
+      figures[filename] = "written"
+    else:
+      figures[filename] = f"skipped: {absent}"
+      notes.append(f"{filename} skipped: {absent}")
+
+  report = {
+      "workdir": str(workdir), "out": str(out), "trials": [r["name"] for r in records],
+      "table1": comparison(records), "table4_compression": comp, "dp": dp,
+      "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
+      "fig3_weights": hists, "figures": figures, "notes": notes}
+  (out / "report.json").write_text(json.dumps(_strict(report), indent=1, allow_nan=False))
+  return report | {"markdown": text}
+
+
+def _strict(x):
+  """NaN and infinities (e.g. copied from a results.json) as null: report.json is strict JSON."""
+  if isinstance(x, dict):
+    return {k: _strict(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_strict(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def main(argv):
+  if len(argv) != 2:
+    what = "missing DIR" if len(argv) < 2 else f"unexpected arguments: {' '.join(argv[2:])}"
+    raise UserError(f"{what}; usage: python -m miajax.report DIR [--out OUT]")
+  inspect_lib.quiet_orbax()
+  report = build(argv[1], _OUT.value)
+  print(report["markdown"], end="")
+  for note in report["notes"]:
+    print(f"note: {note}")
+  print(f"wrote {report['out']}: table1.md, report.json, "
+        f"{', '.join(f for f, s in report['figures'].items() if s == 'written') or 'no figures'}")
+
+
+if __name__ == "__main__":
+  inspect_lib.run(main)

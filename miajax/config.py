@@ -75,6 +75,12 @@ def base() -> ml_collections.ConfigDict:
   c.attack.epochs = 100        # App. D: post-hoc attack retrained for 100 epochs
   c.attack.learning_rate = 1e-3
   c.attack.batch_size = 64
+
+  # LiRA (Carlini et al. 2022): per method, a target and num_shadows shadow models of the same
+  # recipe train together as one stack, each on a seeded random half of the members (the
+  # pool); 0 turns it off and runs the paper's audit instead.
+  c.lira = ml_collections.ConfigDict()
+  c.lira.num_shadows = 0
   return c
 
 
@@ -145,6 +151,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(0 < c.dp.delta < 1, "dp.delta", "a number in (0, 1)")
   need(_finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
   need(c.attack.kind in ("nasr", "one_layer"), "attack.kind", "nasr, one_layer")
+  need(c.lira.num_shadows == 0 or c.lira.num_shadows >= 2, "lira.num_shadows",
+       "0 (off) or an integer >= 2")
   need(c.attack.epochs >= 0, "attack.epochs", "an integer >= 0")
   need(c.attack.batch_size > 0, "attack.batch_size", "a positive integer")
   need(_finite_positive(c.attack.learning_rate), "attack.learning_rate", "a finite number > 0")

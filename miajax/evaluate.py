@@ -9,10 +9,12 @@ both attack sets (a sample of D the size of D').
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
 from miajax import attack
+from miajax import lira
 from miajax import metrics
 from miajax import splits as splits_lib
 from miajax.data import pipeline
@@ -47,19 +49,19 @@ def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn,
 def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) -> Outputs:
   parts = [("train", s.attack_members, True, 0), ("test", s.reference, False, 0),
            ("train", s.audit_members, True, 1), ("test", s.audit, False, 1)]
-  logit_parts, labels = [], []
+  logit_parts, label_parts = [], []
   for split, idx, _, _ in parts:
     logit_parts.append(logits(state, data, split, idx, eval_fn, sharding, batch_size))
-    labels.append(_labels(data, split, idx))
+    label_parts.append(labels(data, split, idx))
   return Outputs(
       logits=np.concatenate(logit_parts, axis=1),
-      labels=np.concatenate(labels),
+      labels=np.concatenate(label_parts),
       is_member=np.concatenate([np.full(len(p[1]), p[2]) for p in parts]),
       split=np.concatenate([np.full(len(p[1]), p[3], np.int8) for p in parts]),
       index=np.concatenate([p[1] for p in parts]).astype(np.int64))
 
 
-def _labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
+def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
   source = getattr(data, split)
   if isinstance(source, dict):
     return source["label"][idx].astype(np.int32)
@@ -123,3 +125,29 @@ def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> No
   """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
   np.savez(path, logits=out.logits[k].astype(np.float32), labels=out.labels,
            is_member=out.is_member, split=out.split, index=out.index, **scores)
+
+
+def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray
+               ) -> tuple[dict, dict[str, np.ndarray]]:
+  """LiRA of model 0 (the target) with models 1.. as shadows, over the whole pool.
+
+  Args:
+    logits: (models, N, C) logits of every model on every pool example.
+    labels: (N,) labels.
+    keep: (models, N) bool, which examples each model trained on.
+
+  Returns:
+    {variant: {auc, tpr_at_fpr {"0.001", "0.01"}}} for the online and offline tests with
+    per-example and fixed variance, and the per-example scores of each variant.
+  """
+  conf = np.asarray(lira.logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels)))
+  fields, scores = {"num_shadows": int(len(keep) - 1)}, {}
+  for online in (True, False):
+    for fixed in (False, True):
+      name = ("online" if online else "offline") + ("_fixed_variance" if fixed else "")
+      s = lira.scores(conf[0], conf[1:], keep[1:], online=online, fixed_variance=fixed)
+      scores[f"lira_{name}"] = s
+      fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": {
+          "0.001": metrics.tpr_at_fpr(s, keep[0], 0.001),
+          "0.01": metrics.tpr_at_fpr(s, keep[0], 0.01)}}
+  return fields, scores

@@ -147,18 +147,23 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
            results.table(records), "```"]
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
-    lines.append("No trial has weight counts (no pruning trials).")
+    lines.append("No trial has weight counts.")
+  else:
+    rows = [[name, _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
+             _num(c["pruned_pct"], ".2f"), _ratio(c["compression_ratio"])]
+            for name, c in comp.items()]
+    lines += _md_table(["method", "weights", "nonzero", "pruned %", "reduction"], rows)
+  # Per layer only where something was pruned: unpruned methods would repeat the same counts.
   for name, c in comp.items():
+    if not c["pruned_pct"]:
+      continue
     rows = [[layer, _num(e["total"], ",d"), _num(e["nonzero"], ",.1f"),
              _num(e["pruned_pct"], ".2f")] for layer, e in c["layers"].items()]
-    rows.append(["**total**", _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
+    rows.append(["total", _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
                  _num(c["pruned_pct"], ".2f")])
-    ratio = c["compression_ratio"]
-    ratio_text = "-" if ratio["mean"] is None else (
-        f"{ratio['mean']:.2f}x" + ("" if ratio["half"] is None else f" ± {ratio['half']:.2f}"))
-    lines += [f"### {name} ({len(c['trials'])} trials)", ""]
+    lines += ["", f"### {name}: per layer ({len(c['trials'])} trials)", ""]
     lines += _md_table(["layer", "weights", "nonzero", "pruned %"], rows)
-    lines += ["", f"Total reduction ratio: {ratio_text}", ""]
+    lines += ["", f"Total reduction ratio: {_ratio(c['compression_ratio'])}"]
   lines += ["", "## DP-SGD (Table 2)", ""]
   if not dp:
     lines.append("No DP-SGD trial.")
@@ -169,6 +174,12 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
     lines += _md_table(["trial", "method", "seed", "epsilon", "delta", "test acc",
                         "attack acc"], rows)
   return "\n".join(lines).rstrip() + "\n"
+
+
+def _ratio(ratio: dict) -> str:
+  if ratio["mean"] is None:
+    return "-"
+  return f"{ratio['mean']:.2f}x" + ("" if ratio["half"] is None else f" ± {ratio['half']:.2f}")
 
 
 def _pct(x) -> str:
@@ -392,7 +403,7 @@ def plot_roc(curves: dict[str, dict], path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlim=(low / 2, 1), ylim=(low / 2, 1),
            xlabel="false positive rate", ylabel="true positive rate",
            title=f"{name} (seed {c['seed']}, audit split)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
   _save(fig, path)
 
 

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from miajax import checkpoint as checkpoint_lib
 from miajax import config as config_lib
 from miajax import evaluate
+from miajax import lira
 from miajax import methods
 from miajax import models
 from miajax import pruning
@@ -50,7 +51,15 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   if len(split.train) < batch_size:
     raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
                     "members; allowed: at most the number of training examples")
-  steps_per_epoch = len(split.train) // batch_size
+  lira_keep = None
+  if config.lira.num_shadows:
+    # Every model of a LiRA stack trains on its own seeded half of the members (the pool).
+    lira_keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(config.seed),
+                                           config.lira.num_shadows + 1, len(split.train)))
+  steps_per_epoch = len(split.train) // (2 if lira_keep is not None else 1) // batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
+                    f"{len(split.train)} members; allowed: a smaller batch size")
   config_json = json.loads(config.to_json_best_effort())
   _check_same_run(workdir, config_json)
 
@@ -63,6 +72,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
                 config_json | {"trial": {"name": t.name, "method": t.method, "seed": t.seed}})
     if not (workdir / t.name / "splits.npz").exists():
       split.save(workdir / t.name / "splits.npz")
+  if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
+    np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
 
   # ---------------------------------------------------------------- trial stacks
   strategy = config.train.strategy
@@ -71,7 +82,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   done = {r["name"]: r for r in results.load(workdir)}
   for method, group in trials_lib.groups(trials).items():
     records = _run_stack(config, workdir, method, group, data, split, strategy,
-                         steps_per_epoch, done)
+                         steps_per_epoch, done, lira_keep)
     done.update({r["name"]: r for r in records})
     results.write(workdir, [done[t.name] for t in trials if t.name in done])
 
@@ -80,12 +91,15 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   return final
 
 
-def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_epoch, done):
+def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_epoch, done,
+               lira_keep=None):
   names = [t.name for t in group]
   model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
   tx = steps.optimizer(config)
+  members = split.train if lira_keep is None else [
+      split.train[lira_keep[t.lira_model]] for t in group]
   recipe = methods.recipe(method, config, model, tx, steps_per_epoch, data.num_classes,
-                          len(split.train))
+                          len(split.train) if lira_keep is None else len(split.train) // 2)
   total = recipe.total_steps
   if all(done.get(n, {}).get("step") == total for n in names):
     logging.info("%s: all %d trials finished earlier; keeping their results", method, len(names))
@@ -123,7 +137,7 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
       side_sets = {"mem": ("train", split.attack_members, recipe.attack_batches),
                    "ref": ("test", split.reference, recipe.attack_batches)
                    } if recipe.attack_batches else None
-      batches = pipeline.train_batches(data, split.train, seeds, config.data.batch_size,
+      batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
                                        start, end, config.data.workers, side_sets)
       state = _train_phase(config, workdir, method, phase, names, state, hp, batches,
                            batch_sharding, ckpt, begin, start, end, total, strategy, recipe)
@@ -135,6 +149,11 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
 
   # ---------------------------------------------------------------- evaluation
   eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
+  if lira_keep is not None:
+    records = _lira_records(config, workdir, method, group, state, data, split, eval_fn,
+                            eval_sharding, lira_keep, total, t0, recipe)
+    ckpt.close()
+    return records
   out = evaluate.outputs(state, data, split, eval_fn, eval_sharding, config.data.eval_batch_size)
   train_acc, test_acc = evaluate.accuracies(out)
   wall = time.time() - t0
@@ -150,6 +169,33 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
         versions=results.versions(), **fields, **recipe.report))
   ckpt.close()
+  return records
+
+
+def _lira_records(config, workdir, method, group, state, data, split, eval_fn, sharding, keep,
+                  total, t0, recipe):
+  """LiRA on model 0 of the stack with the others as its shadows; accuracies for all."""
+  batch_size = config.data.eval_batch_size
+  pool_logits = evaluate.logits(state, data, "train", split.train, eval_fn, sharding, batch_size)
+  audit_logits = evaluate.logits(state, data, "test", split.audit, eval_fn, sharding, batch_size)
+  pool_labels = evaluate.labels(data, "train", split.train)
+  audit_labels = evaluate.labels(data, "test", split.audit)
+  fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep[:len(group)])
+  np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train, labels=pool_labels,
+           is_member=keep[0], keep=keep[:len(group)], logits=pool_logits[0],
+           **{f"score_{k}": v for k, v in scores.items()})
+  wall = time.time() - t0
+  records = []
+  for k, t in enumerate(group):
+    own = keep[t.lira_model]
+    records.append(results.record(
+        name=t.name, method=method, dataset=config.data.name, model=config.model.name,
+        seed=t.seed, step=total,
+        train_accuracy=float((pool_logits[k].argmax(-1) == pool_labels)[own].mean()),
+        test_accuracy=float((audit_logits[k].argmax(-1) == audit_labels).mean()),
+        wall_seconds=wall, checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
+        versions=results.versions(), lira=fields if t.lira_model == 0 else None,
+        **pruning.compression(_trial_params(state, k)), **recipe.report))
   return records
 
 

@@ -140,7 +140,8 @@ def _trial_rows(indices: np.ndarray, seed: int, step: int, batch_size: int, stre
   return indices[order[i * batch_size:(i + 1) * batch_size]]
 
 
-def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size: int,
+def train_batches(data: Data, members: np.ndarray | list[np.ndarray], seeds: np.ndarray,
+                  batch_size: int,
                   start: int, stop: int, workers: int = 0,
                   side_sets: dict[str, tuple[str, np.ndarray, int]] | None = None
                   ) -> Iterator[dict[str, np.ndarray]]:
@@ -151,7 +152,10 @@ def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size
   with shape (trials, count, rows, ...).
   """
   side_sets = side_sets or {}
-  for name, (_, idx, count) in {"members": ("train", members, 1), **side_sets}.items():
+  # One member set for all trials, or one each (LiRA: every model trains on its own half).
+  per_trial = members if isinstance(members, list) else [members] * len(seeds)
+  smallest = min(per_trial, key=len)
+  for name, (_, idx, count) in {"members": ("train", smallest, 1), **side_sets}.items():
     if len(idx) < count * batch_size:
       raise UserError(f"data.batch_size={batch_size}: the {name} set has {len(idx)} examples, "
                       f"fewer than the {count * batch_size} a step reads; allowed: a smaller "
@@ -159,7 +163,7 @@ def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size
   hosts, host = jax.process_count(), jax.process_index()
   rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
 
-  def one_trial(seed: int, step: int) -> dict[str, np.ndarray]:
+  def one_trial(seed: int, members: np.ndarray, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, step, 1])
     out = data.read("train", _trial_rows(members, seed, step, batch_size)[rows], rng)
     for stream, (name, (split, idx, count)) in enumerate(side_sets.items(), start=1):
@@ -170,8 +174,8 @@ def train_batches(data: Data, members: np.ndarray, seeds: np.ndarray, batch_size
     return out
 
   def batch(step: int) -> dict[str, np.ndarray]:
-    per_trial = [one_trial(int(seed), step) for seed in seeds]
-    return {k: np.stack([b[k] for b in per_trial]) for k in per_trial[0]}
+    trials = [one_trial(int(seed), m, step) for seed, m in zip(seeds, per_trial)]
+    return {k: np.stack([b[k] for b in trials]) for k in trials[0]}
 
   dataset = grain.MapDataset.range(start, stop).map(batch)
   if workers > 0:

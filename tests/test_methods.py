@@ -1,0 +1,156 @@
+"""The methods' steps do what the paper says, on small problems in-process."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from miajax import config as config_lib
+from miajax import methods
+from miajax import models
+from miajax import pruning
+from miajax import steps
+
+
+def _setup(method, num_trials=1, tx=None, **overrides):
+  config = config_lib.base()
+  config.pruning.keep = "paper"
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  model = models.create("lenet5", 10)
+  tx = tx or optax.adam(1e-3)
+  recipe = methods.recipe(method, config, model, tx, steps_per_epoch=10, num_classes=10,
+                          num_members=640)
+  init = functools.partial(steps.init, model=model, tx=tx, input_shape=(28, 28, 1),
+                           extra_fn=recipe.extra)
+  state = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), num_trials))
+  one = jax.tree.map(lambda x: x[0], state.params)
+  hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * num_trials), recipe.hp(one)) \
+      if recipe.hp else {}
+  return config, model, tx, recipe, state, hp
+
+
+def _batch(key, num_trials, n=32, side=0):
+  k1, k2 = jax.random.split(key)
+  batch = {"image": jax.random.normal(k1, (num_trials, n, 28, 28, 1)),
+           "label": jax.random.randint(k2, (num_trials, n), 0, 10)}
+  if side:
+    for name, salt in (("mem", 1), ("ref", 2)):
+      k3, k4 = jax.random.split(jax.random.fold_in(key, salt))
+      batch[f"{name}/image"] = jax.random.normal(k3, (num_trials, side, n, 28, 28, 1))
+      batch[f"{name}/label"] = jax.random.randint(k4, (num_trials, side, n), 0, 10)
+  return batch
+
+
+def _phase(recipe, name):
+  return next(p for p in recipe.phases if p.name == name)
+
+
+def test_pruning_recipe_has_the_papers_phases_and_lenet5_rates():
+  _, _, _, recipe, state, hp = _setup("pruning")
+  assert [p.name for p in recipe.phases] == ["pretrain", "admm", "retrain"]
+  counts = {"/".join(str(k.key) for k in path): int(n[0])
+            for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"])}
+  sizes = {"conv1/kernel": 150, "conv2/kernel": 2400, "fc1/kernel": 48000,
+           "fc2/kernel": 10080, "fc3/kernel": 840}
+  keep = dict(zip(sizes, (0.6, 0.1, 0.0625, 0.0625, 0.0625)))
+  assert counts == {name: round(keep[name] * size) for name, size in sizes.items()}
+
+
+def test_admm_update_projects_w_plus_u_exactly_and_accumulates_the_dual():
+  _, _, _, recipe, state, hp = _setup("pruning", **{"admm.rho": 1.0})
+  admm = _phase(recipe, "admm")
+  state = steps.lift_update(lambda s, h: (admm.enter(s, h), {}), "vmap")(state, hp)[0]
+  step = steps.lift(admm.step, "vmap")
+  for i in range(3):
+    state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
+  before = jax.tree.map(jnp.copy, state.extra["u"])
+  state, residual = steps.lift_update(admm.periodic, "vmap")(state, hp)
+  z, u, w = state.extra["z"], state.extra["u"], state.params
+  for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"]):
+    get = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
+    target = get(w) + get(before)
+    np.testing.assert_array_equal(get(z), pruning.project(target[0], n[0])[None])
+    assert int(jnp.count_nonzero(get(z))) == int(n[0])
+    np.testing.assert_allclose(get(u), get(before) + get(w) - get(z), atol=1e-6)
+  assert set(residual) == {f"residual/{name}" for name in pruning.layers(
+      jax.tree.map(lambda x: x[0], w))}
+
+
+def test_masked_retraining_keeps_pruned_weights_and_adam_moments_exactly_zero():
+  _, _, _, recipe, state, hp = _setup("pruning")
+  retrain = _phase(recipe, "retrain")
+  state = steps.lift_update(lambda s, h: (retrain.enter(s, h), {}), "vmap")(state, hp)[0]
+  step = steps.lift(retrain.step, "vmap")
+  for i in range(20):
+    state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
+  mask = state.extra["mask"]
+  adam = state.opt_state[0]
+  for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"]):
+    get = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
+    pruned = ~get(mask)
+    assert int(jnp.sum(get(mask))) == int(n[0])
+    assert float(jnp.abs(jnp.where(pruned, get(state.params), 0)).max()) == 0.0
+    assert float(jnp.abs(jnp.where(pruned, get(adam.mu), 0)).max()) == 0.0
+    assert float(jnp.abs(jnp.where(pruned, get(adam.nu), 0)).max()) == 0.0
+    assert int(jnp.count_nonzero(get(state.params))) == int(n[0])   # the kept ones moved
+
+
+def _minmax_gain(gamma):
+  _, _, _, recipe, state, hp = _setup("minmax", **{"minmax.gamma": gamma,
+                                                   "minmax.attack_learning_rate": 1e-3})
+  step = steps.lift(recipe.phases[0].step, "vmap")
+  key = jax.random.PRNGKey(42)
+  members = _batch(key, 1, n=32, side=1)            # a tiny set the classifier memorises
+  members["mem/image"] = members["image"][:, None]
+  members["mem/label"] = members["label"][:, None]
+  gains = []
+  for _ in range(150):
+    state, metrics = step(state, members, hp)
+    gains.append(float(metrics["attack_gain"][0]))
+  return float(np.mean(gains[-30:]))
+
+
+def test_minmax_lowers_the_attack_gain_relative_to_gamma_zero():
+  undefended, defended = _minmax_gain(0.0), _minmax_gain(3.0)
+  # The gain lives in [-log 4, 0]; -log 4 is a coin flip.
+  assert defended < undefended - 0.05, (defended, undefended)
+
+
+def test_trial_strategies_compute_the_same_trials():
+  # Plain SGD: Adam would magnify the last-bit differences of grouped vs plain convolutions.
+  _, _, _, recipe, state, hp = _setup("baseline", num_trials=2, tx=optax.sgd(0.05))
+  step = recipe.phases[0].step
+  out = {}
+  for strategy in ("vmap", "loop", "map"):
+    s = jax.tree.map(jnp.copy, state)
+    lifted = steps.lift(step, strategy)
+    for i in range(5):
+      s, _ = lifted(s, _batch(jax.random.PRNGKey(i), 2), hp)
+    out[strategy] = s.params
+  for strategy in ("loop", "map"):
+    for a, b in zip(jax.tree.leaves(out["vmap"]), jax.tree.leaves(out[strategy])):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_dp_recipe_is_calibrated_to_the_target_epsilon():
+  _, _, _, recipe, state, hp = _setup("dp", **{"dp.epsilon": 2.0, "train.epochs": 3.0})
+  report = recipe.report
+  assert 0.97 * 2.0 <= report["dp_epsilon"] <= 2.0
+  assert report["dp_noise_multiplier"] > 0
+  step = steps.lift(recipe.phases[0].step, "vmap")
+  state, metrics = step(state, _batch(jax.random.PRNGKey(0), 1), hp)
+  assert np.isfinite(float(metrics["loss"][0]))
+  assert 0.0 <= float(metrics["clipped_fraction"][0]) <= 1.0
+
+
+def test_dp_refuses_batchnorm_models():
+  config = config_lib.base()
+  config.methods = ("dp",)
+  config.model.name = "resnet18"
+  with pytest.raises(Exception, match="model.norm"):
+    config_lib.validate(config)

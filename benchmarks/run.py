@@ -149,6 +149,119 @@ def lenet5_trials_loop(repeats):
   return classifier_entry("lenet5", 64, (28, 28, 1), 50, repeats, k=4, strategy="loop")
 
 
+def _method_entry(method, phase_name, n, repeats, model_name="lenet5", input_shape=(28, 28, 1),
+                  batch_size=64, **overrides):
+  """The single-trial step of one phase of a method, after its `enter`, jitted alone."""
+  from miajax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from miajax import methods  # pylint: disable=g-import-not-at-top
+  config = config_lib.base()
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  model = models.create(model_name, 10)
+  tx = optax.adam(1e-3)
+  recipe = methods.recipe(method, config, model, tx, steps_per_epoch=100, num_classes=10,
+                          num_members=60000)
+  phase = next(p for p in recipe.phases if p.name == phase_name)
+  state = steps.init(jax.random.PRNGKey(0), model, tx, input_shape, recipe.extra)
+  hp = recipe.hp(state.params) if recipe.hp else {}
+  if phase.enter:
+    state = jax.jit(phase.enter)(state, hp)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.normal(size=(batch_size, *input_shape)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32)}
+  for side in ("mem", "ref") if recipe.attack_batches else ():
+    batch[f"{side}/image"] = batch["image"][None].repeat(recipe.attack_batches, 0)
+    batch[f"{side}/label"] = batch["label"][None].repeat(recipe.attack_batches, 0)
+  fn = jax.jit(phase.step, donate_argnums=0)
+  compiled = fn.lower(state, batch, hp).compile()
+  sec = run_step(fn, state, batch, hp, n, repeats)
+  return {"examples_per_s": batch_size / sec, "wall_s": sec * n, "step_ms": sec * 1e3,
+          "flops_per_step": flops(compiled)}
+
+
+@benchmark("lenet5_admm_step")
+def lenet5_admm_step(repeats):
+  return _method_entry("pruning", "admm", 200, repeats)
+
+
+@benchmark("lenet5_masked_step")
+def lenet5_masked_step(repeats):
+  return _method_entry("pruning", "retrain", 200, repeats)
+
+
+@benchmark("lenet5_minmax_step")
+def lenet5_minmax_step(repeats):
+  return _method_entry("minmax", "train", 100, repeats)
+
+
+@benchmark("lenet5_dp_step")
+def lenet5_dp_step(repeats):
+  return _method_entry("dp", "train", 50, repeats)
+
+
+def _projection_entry(model_name, input_shape, repeats):
+  """One Z-projection of every prunable layer (paper keep rule), as in an ADMM update."""
+  from miajax import pruning  # pylint: disable=g-import-not-at-top
+  model = models.create(model_name, 10)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)), train=False)["params"]
+  counts = pruning.count_tree(params, pruning.keep_counts(
+      params, pruning.keep_fractions(params, "paper")))
+  fn = jax.jit(pruning.project_tree)
+  sec = time_calls(fn, (params, counts), 5 if model_name == "lenet5" else 2, repeats)
+  return {"projection_ms": sec * 1e3, "weights": sum(x.size for x in jax.tree.leaves(params))}
+
+
+@benchmark("lenet5_z_projection")
+def lenet5_z_projection(repeats):
+  return _projection_entry("lenet5", (28, 28, 1), repeats)
+
+
+@benchmark("resnet18_z_projection")
+def resnet18_z_projection(repeats):
+  return _projection_entry("resnet18", (32, 32, 3), repeats)
+
+
+def _shadow_entry(num_models, together, repeats, steps_per_model=30):
+  """N LeNet-5 shadow models: one stack stepped together vs one model after another."""
+  del repeats
+  model = models.create("lenet5", 10)
+  tx = optax.adam(1e-3)
+  init = functools.partial(steps.init, model=model, tx=tx, input_shape=(28, 28, 1))
+  step = functools.partial(steps.train_step, model=model, tx=tx)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(num_models, 64, 28, 28, 1)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 10, (num_models, 64)), jnp.int32)
+  t0 = time.perf_counter()
+  if together:
+    stack = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), num_models))
+    lifted = steps.lift(step, steps.default_strategy())
+    for _ in range(steps_per_model):
+      stack, m = lifted(stack, {"image": images, "label": labels}, {})
+    jax.block_until_ready(stack)
+  else:
+    one = jax.jit(step, donate_argnums=0)
+    for k in range(num_models):
+      # A fresh program per model, as separate runs would compile one each.
+      state = init(jax.random.PRNGKey(k))
+      for _ in range(steps_per_model):
+        state, m = one(state, {"image": images[k], "label": labels[k]}, {})
+      jax.block_until_ready(state)
+  wall = time.perf_counter() - t0
+  return {"examples_per_s": num_models * steps_per_model * 64 / wall, "wall_s": wall,
+          "models": num_models, "steps_per_model": steps_per_model}
+
+
+@benchmark("lira_16_shadows_together")
+def lira_together(repeats):
+  return _shadow_entry(16, True, repeats)
+
+
+@benchmark("lira_16_shadows_one_by_one")
+def lira_one_by_one(repeats):
+  return _shadow_entry(16, False, repeats)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", default="", help="comma-separated benchmark names")
@@ -180,15 +293,17 @@ def main(argv=None):
   meta = {"backend": jax.default_backend(), "devices": jax.device_count(),
           "matmul_peak_gflops": peak / 1e9, "jax": jax.__version__}
   cols = ("examples_per_s", "step_ms", "ratio_to_reference", "fraction_of_matmul_peak",
-          "peak_rss_mb")
+          "projection_ms", "wall_s", "peak_rss_mb")
   width = max(len(n) for n in out)
   print(f"backend {meta['backend']}, f32 matmul peak {meta['matmul_peak_gflops']:.1f} GFLOP/s")
-  print(f"{'benchmark':<{width}}  " + "  ".join(f"{c:>24}" for c in cols))
+  short = {"examples_per_s": "examples/s", "ratio_to_reference": "ratio", "fraction_of_matmul_peak":
+           "peak frac", "projection_ms": "proj ms", "peak_rss_mb": "peak RSS MB"}
+  print(f"{'benchmark':<{width}}  " + "  ".join(f"{short.get(c, c):>14}" for c in cols))
   for name, entry in out.items():
     cells = []
     for c in cols:
       v = entry.get(c)
-      cells.append(f"{v:>24.3f}" if isinstance(v, float) else f"{str(v):>24}")
+      cells.append(f"{v:>14.3f}" if isinstance(v, float) else f"{str(v):>14}")
     print(f"{name:<{width}}  " + "  ".join(cells))
   text = json.dumps({"meta": meta, **out}, indent=1)
   print(text)

@@ -13,6 +13,7 @@ so any trial can be inspected without knowing its model or the devices it was sa
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -104,8 +105,8 @@ def resolve(path: str | Path) -> Target:
 # ---------------------------------------------------------------- checkpoints
 
 
-def quiet_orbax():
-  # Opening a manager read-only logs warnings about it being read-only; expected here.
+def quiet_orbax() -> None:
+  """Keeps absl logging to errors: read-only managers log warnings that they are read-only."""
   logging.set_verbosity(logging.ERROR)
 
 
@@ -139,6 +140,8 @@ def restore(checkpoint_dir: Path, step: int) -> tuple[dict, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  # Before reading: a failed read's leftovers may be reported while the error still unwinds.
+  _ignore_closed_loop_callbacks()
   manager = open_manager(checkpoint_dir)
   try:
     tree = manager.item_metadata(step)["state"].tree
@@ -154,6 +157,28 @@ def restore(checkpoint_dir: Path, step: int) -> tuple[dict, Any]:
   state = restored.state
   params = state["params"] if isinstance(state, dict) and "params" in state else state
   return dict(restored.meta or {}), params
+
+
+def _ignore_closed_loop_callbacks() -> None:
+  """Drops the "Event loop is closed" errors a failed read leaves behind (once per process).
+
+  When an Orbax read fails, TensorStore reads still in flight complete after Orbax's event loop
+  has closed; each completion's callback then fails and is reported as an unraisable exception
+  (a bare traceback, at some later garbage collection or at exit). The read's own error has
+  been reported by then, so these say nothing: this hook drops exactly them, nothing else.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_drops_closed_loop", False):
+    return
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._drops_closed_loop = True
+  sys.unraisablehook = hook
 
 
 def layer_params(params) -> dict[str, int]:
@@ -193,14 +218,16 @@ def inspect_trial(name: str, trial_dir: Path, record: dict | None) -> dict[str, 
   try:
     info["steps"] = checkpoint_steps(checkpoint_dir)
     if info["steps"]:
-      step = info["steps"][-1]
+      step = info["latest_step"] = info["steps"][-1]
       meta, params = restore(checkpoint_dir, step)
       counts = layer_params(params)
-      info.update(latest_step=step, phase=meta.get("phase"), meta=meta, params=counts,
+      info.update(phase=meta.get("phase"), meta=meta, params=counts,
                   params_total=sum(counts.values()), **pruning.compression(params))
   except Exception as e:  # pylint: disable=broad-except
     # One unreadable checkpoint should not hide the other trials: say what failed, go on.
-    info["error"] = f"checkpoint not readable: {type(e).__name__}: {str(e)[:200]}"
+    first = (str(e).splitlines() or [""])[0]
+    first = first if len(first) <= 160 else first[:157] + "..."
+    info["error"] = f"checkpoint not readable: {type(e).__name__}: {first}"
   info["method"], info["seed"] = _method_and_seed(name, trial_dir, meta, record)
   return info
 
@@ -304,6 +331,11 @@ def run(main_fn=main):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except BrokenPipeError:
+    # Output piped into a reader that stopped (`| head`): not an error of ours. Point stdout at
+    # /dev/null so the flush at exit does not raise again (as the Python docs advise).
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
 
 
 if __name__ == "__main__":

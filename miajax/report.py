@@ -21,11 +21,9 @@ OUT, which is created when missing.
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from absl import app
 from absl import flags
 
 from miajax import inspect as inspect_lib
@@ -51,11 +49,14 @@ def _by_group(records: list[dict]) -> dict[str, list[dict]]:
   return groups
 
 
+def _seed_order(record: dict):
+  seed = record.get("seed")
+  return (not isinstance(seed, int), seed if isinstance(seed, int) else 0, record["name"])
+
+
 def _representative(records: list[dict], has) -> dict | None:
   """The record of lowest seed (then name) for which `has(record)` holds."""
-  usable = [r for r in records if has(r)]
-  return min(usable, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["name"]),
-             default=None)
+  return min((r for r in records if has(r)), key=_seed_order, default=None)
 
 
 def _finite(x) -> bool:
@@ -88,6 +89,8 @@ def compression(records: list[dict]) -> dict[str, Any]:
     layers: dict[str, dict] = {}
     for r in rs:
       for layer, c in (r.get("layer_sparsity") or {}).items():
+        if not isinstance(c, dict) or not {"total", "nonzero"} <= set(c):
+          continue
         entry = layers.setdefault(layer, {"total": c["total"], "nonzero": []})
         entry["nonzero"].append(c["nonzero"])
     for entry in layers.values():
@@ -217,8 +220,11 @@ def loss_curves(workdir: Path, records: list[dict]) -> dict[str, dict]:
 
 
 def phase_spans(steps: list, phases: list) -> list[tuple[str, float, float]]:
-  """(phase, first step, last step) runs; every phase's last step is logged, so a run's
-  last logged step is exactly where that phase ended."""
+  """The runs of one phase in a loss curve, as (phase, start step, end step).
+
+  The run logs every phase's last step, so a run's last logged step is exactly where its phase
+  ended and the next one's span starts there.
+  """
   spans: list[list] = []
   previous_end = 0
   for step, phase in zip(steps, phases):
@@ -283,40 +289,51 @@ def roc_curves(workdir: Path, records: list[dict], notes: list[str]) -> dict[str
   return out
 
 
+def _final_params(checkpoint_dir: Path, notes: list[str]):
+  """(step, params) of the latest checkpoint, or None with a note saying why not."""
+  try:
+    steps = inspect_lib.checkpoint_steps(checkpoint_dir)
+    if not steps:
+      notes.append(f"fig3_weights: {checkpoint_dir} holds no checkpoint")
+      return None
+    _, params = inspect_lib.restore(checkpoint_dir, steps[-1])
+  except Exception as e:  # pylint: disable=broad-except
+    notes.append(f"fig3_weights: {checkpoint_dir} not readable ({type(e).__name__})")
+    return None
+  return steps[-1], params
+
+
 def weight_histograms(workdir: Path, records: list[dict], notes: list[str]) -> dict[str, dict]:
-  """Per group, one seed's nonzero prunable weights at its final checkpoint, histogrammed."""
+  """Per group, one seed's nonzero prunable weights at its final checkpoint, histogrammed.
+
+  The seed is the lowest whose checkpoint can be read.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from miajax import pruning  # pylint: disable=g-import-not-at-top
   out = {}
   for name, rs in _by_group(records).items():
-    r = _representative(rs, lambda r: (workdir / r["name"] / "checkpoints").is_dir())
-    if r is None:
-      continue
-    checkpoint_dir = workdir / r["name"] / "checkpoints"
-    try:
-      steps = inspect_lib.checkpoint_steps(checkpoint_dir)
-      if not steps:
-        notes.append(f"fig3_weights: {checkpoint_dir} holds no checkpoint; {name} left out")
+    candidates = sorted((r for r in rs if (workdir / r["name"] / "checkpoints").is_dir()),
+                        key=_seed_order)
+    for r in candidates:
+      final = _final_params(workdir / r["name"] / "checkpoints", notes)
+      if final is None:
         continue
-      _, params = inspect_lib.restore(checkpoint_dir, steps[-1])
-    except Exception as e:  # pylint: disable=broad-except
-      notes.append(f"fig3_weights: {checkpoint_dir} not readable ({type(e).__name__}); "
-                   f"{name} left out")
-      continue
-    kernels = [np.asarray(leaf, np.float64).ravel()
-               for path, leaf in traverse_util.flatten_dict(params).items()
-               if pruning.is_prunable(path, leaf)]
-    weights = np.concatenate(kernels) if kernels else np.zeros(0)
-    nonzero = weights[weights != 0]
-    if nonzero.size == 0:
-      notes.append(f"fig3_weights: {r['name']} has no nonzero prunable weights; left out")
-      continue
-    limit = float(np.abs(nonzero).max())
-    counts, edges = np.histogram(nonzero, bins=_HIST_BINS, range=(-limit, limit))
-    out[name] = {"trial": r["name"], "seed": r.get("seed"), "step": steps[-1],
-                 "total": int(weights.size), "nonzero": int(nonzero.size),
-                 "counts": counts.tolist(), "edges": edges.tolist()}
+      step, params = final
+      kernels = [np.asarray(leaf, np.float64).ravel()
+                 for path, leaf in traverse_util.flatten_dict(params).items()
+                 if pruning.is_prunable(path, leaf)]
+      weights = np.concatenate(kernels) if kernels else np.zeros(0)
+      nonzero = weights[weights != 0]
+      if nonzero.size == 0:
+        notes.append(f"fig3_weights: {r['name']} has no nonzero prunable weights")
+        continue
+      limit = float(np.abs(nonzero).max())
+      counts, edges = np.histogram(nonzero, bins=_HIST_BINS, range=(-limit, limit))
+      out[name] = {"trial": r["name"], "seed": r.get("seed"), "step": step,
+                   "total": int(weights.size), "nonzero": int(nonzero.size),
+                   "counts": counts.tolist(), "edges": edges.tolist()}
+      break
   return out
 
 
@@ -435,8 +452,18 @@ def _prepare_out(out: Path) -> None:
 
 
 def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-  """Writes the report of the workdir `path` to `out` (default path/report); returns
-  report.json's contents."""
+  """Writes the report of the workdir `path` to `out` (default: path/report).
+
+  Args:
+    path: a workdir holding results.json.
+    out: the output directory, created when missing.
+
+  Returns:
+    report.json's contents, plus "markdown": the text of table1.md.
+
+  Raises:
+    UserError: `path` is not a workdir with a readable results.json, or `out` is not usable.
+  """
   target = inspect_lib.resolve(path)
   workdir = target.path
   if target.kind != "workdir":
@@ -446,10 +473,12 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     raise UserError(f"{workdir} has no results.json (the run has not finished); allowed: a "
                     "workdir where python -m miajax.main has written results.json")
   records = inspect_lib.load_records(workdir)
-  missing = [r["name"] for r in records if not isinstance(r.get("method"), str)]
-  if missing:
-    raise UserError(f"{workdir / 'results.json'}: record {missing[0]} has no method; "
-                    "allowed: results.json as python -m miajax.main writes it")
+  for r in records:
+    missing = [f for f in results.FIELDS if f not in r]
+    if missing or not isinstance(r["method"], str):
+      raise UserError(f"{workdir / 'results.json'}: record {r['name']} lacks "
+                      f"{missing[0] if missing else 'a method'}; allowed: records with every "
+                      "field of the results schema, as python -m miajax.main writes them")
   out = Path(out) if out is not None else workdir / "report"
   _prepare_out(out)
 

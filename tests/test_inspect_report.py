@@ -1,10 +1,11 @@
 """inspect and report read a real workdir and never change it.
 
-One small run of `python -m miajax.main` (two baseline seeds) is built per module; inspect and
+One small run of `python -m miajax.main` (two baseline seeds) is built per session; inspect and
 report are then run on it from the command line, as a user would, and their output is checked
 against what is on disk (the checkpoints restored independently, results.json).
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -44,26 +45,49 @@ def _snapshot(root: Path, skip: str | None = None) -> dict[str, str | None]:
   return out
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, data_dir) -> Path:
-  wd = tmp_path_factory.mktemp("run")
-  proc = run_main(f"--workdir={wd}", f"--config.data.dir={data_dir}",
-                  "--config.train.epochs=1", "--config.attack.epochs=1",
-                  f"--config.seeds={SEEDS}", "--config.train.log_every=3",
-                  "--config.train.checkpoint_every=10")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return wd
+def _shared_dir(tmp_path_factory) -> Path:
+  """A directory every xdist worker of this session sees (the session's own without xdist)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _result(proc: subprocess.CompletedProcess) -> dict:
+  return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
 @pytest.fixture(scope="module")
-def runs(workdir):
-  """inspect (text and --json) and report (default --out) once, with snapshots around them."""
-  before = _snapshot(workdir)
-  out = {"text": _cli("inspect", str(workdir)), "json": _cli("inspect", str(workdir), "--json"),
-         "report": _cli("report", str(workdir))}
-  out["before"], out["after"] = before, _snapshot(workdir, skip="report")
+def built(tmp_path_factory, data_dir) -> tuple[Path, dict]:
+  """The run, then inspect (text, --json) and report (default --out) on it, with snapshots
+  of the workdir around them; made once per session, even when xdist splits this module."""
+  shared = _shared_dir(tmp_path_factory)
+  wd, saved = shared / "inspect_report_run", shared / "inspect_report_cli.json"
+  with open(shared / "inspect_report.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not saved.exists():
+      proc = run_main(f"--workdir={wd}", f"--config.data.dir={data_dir}",
+                      "--config.train.epochs=1", "--config.attack.epochs=1",
+                      f"--config.seeds={SEEDS}", "--config.train.log_every=3",
+                      "--config.train.checkpoint_every=10")
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      before = _snapshot(wd)
+      out = {"text": _result(_cli("inspect", str(wd))),
+             "json": _result(_cli("inspect", str(wd), "--json")),
+             "report": _result(_cli("report", str(wd)))}
+      out["before"], out["after"] = before, _snapshot(wd, skip="report")
+      saved.write_text(json.dumps(out))
+  return wd, json.loads(saved.read_text())
+
+
+@pytest.fixture
+def workdir(built) -> Path:
+  return built[0]
+
+
+@pytest.fixture
+def runs(built) -> dict:
+  out = built[1]
   for name in ("text", "json", "report"):
-    assert out[name].returncode == 0, (name, out[name].stderr[-3000:])
+    assert out[name]["returncode"] == 0, (name, out[name]["stderr"][-3000:])
   return out
 
 
@@ -90,7 +114,7 @@ def test_reading_leaves_the_workdir_byte_identical(workdir, runs):
 
 
 def test_inspect_text_lists_each_trial_its_steps_and_parameter_total(workdir, runs):
-  text = runs["text"].stdout
+  text = runs["text"]["stdout"]
   for name in TRIALS:
     steps = _steps_on_disk(workdir / name)
     assert len(steps) >= 2                     # checkpoint_every=10 of 15 steps: 10 and 15
@@ -102,7 +126,7 @@ def test_inspect_text_lists_each_trial_its_steps_and_parameter_total(workdir, ru
 
 
 def test_inspect_json_counts_match_the_restored_checkpoint(workdir, runs):
-  report = json.loads(runs["json"].stdout)
+  report = json.loads(runs["json"]["stdout"])
   assert report["kind"] == "workdir"
   assert [t["name"] for t in report["trials"]] == TRIALS
   records = {r["name"]: r for r in results.load(workdir)}
@@ -137,7 +161,7 @@ def test_report_writes_the_table_figures_and_numbers(workdir, runs):
   records = results.load(workdir)
   table = results.table(records)
   markdown = (out / "table1.md").read_text()
-  assert table in markdown and table in runs["report"].stdout
+  assert table in markdown and table in runs["report"]["stdout"]
   numbers = json.loads((out / "report.json").read_text())
   assert set(numbers["figures"].values()) == {"written"}
   row = numbers["table1"]["baseline"]

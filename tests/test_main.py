@@ -121,3 +121,44 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
 def jax_leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_pruned_checkpoint_holds_exactly_the_configured_nonzeros_per_layer(tmp_path, data_dir):
+  proc = run_main(f"--workdir={tmp_path}", f"--config.data.dir={data_dir}",
+                  "--config.methods=('pruning',)", "--config.pruning.pretrain_epochs=1",
+                  "--config.admm.epochs=1", "--config.pruning.retrain_epochs=1",
+                  "--config.attack.epochs=1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  manager = ocp.CheckpointManager(tmp_path / "pruning-seed0" / "checkpoints",
+                                  item_names=("state", "meta"))
+  state = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore())).state
+  # App. E: LeNet-5 prunes 40%, 90%, 93.75%, 93.75%, 93.75% of conv1, conv2, fc1, fc2, fc3.
+  expected = {"conv1": round(0.6 * 150), "conv2": round(0.1 * 2400),
+              "fc1": round(0.0625 * 48000), "fc2": round(0.0625 * 10080),
+              "fc3": round(0.0625 * 840)}
+  counted = {layer: int(np.count_nonzero(np.asarray(state["params"][layer]["kernel"])))
+             for layer in expected}
+  assert counted == expected
+  for layer in expected:      # biases are never pruned
+    assert np.count_nonzero(np.asarray(state["params"][layer]["bias"])) > 0
+  record = json.loads((tmp_path / "results.json").read_text())[0]
+  assert record["weights_nonzero"] == sum(expected.values())
+  assert record["weights_total"] == 150 + 2400 + 48000 + 10080 + 840
+  assert {k: v["nonzero"] for k, v in record["layer_sparsity"].items()} == {
+      f"{k}/kernel": v for k, v in expected.items()}
+
+
+def test_scores_npz_reproduces_the_reported_loss_attack_auc(tmp_path, data_dir):
+  from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
+  assert run_main(f"--workdir={tmp_path}", f"--config.data.dir={data_dir}",
+                  *QUICK).returncode == 0
+  record = json.loads((tmp_path / "results.json").read_text())[0]
+  with np.load(tmp_path / "baseline-seed0" / "scores.npz") as f:
+    audit = f["split"] == 1
+    assert f["is_member"][audit].sum() == (~f["is_member"][audit]).sum()   # balanced
+    assert f["logits"].shape == (len(f["labels"]), 10)
+    auc = roc_auc_score(f["is_member"][audit], f["score_loss"][audit])
+    nn_auc = roc_auc_score(f["is_member"][audit], f["score_nn"][audit])
+  assert auc == pytest.approx(record["threshold_attacks"]["loss"]["auc"], abs=1e-9)
+  assert nn_auc == pytest.approx(record["attack_auc"], abs=1e-9)

@@ -16,6 +16,12 @@ _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "defa
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG, "Config file (configs/NAME.py[:smoke]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/miajax", "Directory for checkpoints and results.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for a multi-process run; 'auto' lets JAX detect a TPU pod or a "
+    "SLURM/Open MPI allocation. Unset: one process.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -32,6 +38,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  import jax  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value == "auto":
+    jax.distributed.initialize()
+  elif _COORDINATOR.value:
+    # CPU processes need gloo for collectives; accelerators ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from miajax import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -64,16 +64,18 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   _check_same_run(workdir, config_json)
 
   # ---------------------------------------------------------------- workdir
-  workdir.mkdir(parents=True, exist_ok=True)
-  _write_once(workdir / "config.json", config_json)
-  for t in trials:
-    (workdir / t.name).mkdir(exist_ok=True)
-    _write_once(workdir / t.name / "config.json",
-                config_json | {"trial": {"name": t.name, "method": t.method, "seed": t.seed}})
-    if not (workdir / t.name / "splits.npz").exists():
-      split.save(workdir / t.name / "splits.npz")
-  if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
-    np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
+  # Files are written by the first host only; Orbax coordinates the checkpoints of all hosts.
+  if _is_writer():
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_once(workdir / "config.json", config_json)
+    for t in trials:
+      (workdir / t.name).mkdir(exist_ok=True)
+      _write_once(workdir / t.name / "config.json",
+                  config_json | {"trial": {"name": t.name, "method": t.method, "seed": t.seed}})
+      if not (workdir / t.name / "splits.npz").exists():
+        split.save(workdir / t.name / "splits.npz")
+    if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
+      np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
 
   # ---------------------------------------------------------------- trial stacks
   strategy = config.train.strategy
@@ -84,11 +86,17 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     records = _run_stack(config, workdir, method, group, data, split, strategy,
                          steps_per_epoch, done, lira_keep)
     done.update({r["name"]: r for r in records})
-    results.write(workdir, [done[t.name] for t in trials if t.name in done])
+    if _is_writer():
+      results.write(workdir, [done[t.name] for t in trials if t.name in done])
 
   final = [done[t.name] for t in trials]
-  print(results.table(final), flush=True)
+  if _is_writer():
+    print(results.table(final), flush=True)
   return final
+
+
+def _is_writer() -> bool:
+  return jax.process_index() == 0
 
 
 def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_epoch, done,
@@ -122,7 +130,8 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   if start:
     state = ckpt.restore(start, state, state_sharding)
     logging.info("%s: resumed %d trials at step %d of %d", method, len(group), start, total)
-  _truncate_metrics(workdir, names, start)
+  if _is_writer():
+    _truncate_metrics(workdir, names, start)
 
   # ---------------------------------------------------------------- phases
   t0 = time.time()
@@ -161,7 +170,8 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   for k, t in enumerate(group):
     fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
     fields |= pruning.compression(_trial_params(state, k))
-    evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
+    if _is_writer():
+      evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
     records.append(results.record(
         name=t.name, method=method, dataset=config.data.name, model=config.model.name,
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
@@ -181,9 +191,10 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
   pool_labels = evaluate.labels(data, "train", split.train)
   audit_labels = evaluate.labels(data, "test", split.audit)
   fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep[:len(group)])
-  np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train, labels=pool_labels,
-           is_member=keep[0], keep=keep[:len(group)], logits=pool_logits[0],
-           **{f"score_{k}": v for k, v in scores.items()})
+  if _is_writer():
+    np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train,
+             labels=pool_labels, is_member=keep[0], keep=keep[:len(group)],
+             logits=pool_logits[0], **{f"score_{k}": v for k, v in scores.items()})
   wall = time.time() - t0
   records = []
   for k, t in enumerate(group):
@@ -282,6 +293,8 @@ def _check_finite(means, names, step, phase):
 
 
 def _append_metrics(workdir, names, step, phase, means):
+  if not _is_writer():
+    return
   for k, name in enumerate(names):
     line = {"step": step, "phase": phase} | {m: float(np.atleast_1d(v)[k])
                                              for m, v in means.items()}

@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.admm.update_every = 150         # 18 Z/U updates over the ADMM phase
   c.admm.rho = 0.01
   c.admm.rho_growth = 1.3
-  c.pruning.retrain_epochs = 4.0
+  c.pruning.retrain_epochs = 6.0
   c.attack.epochs = 30
   # App. D's attack rate of 1e-5 barely moves the inner attack in a run this short.
   c.minmax.attack_learning_rate = 1e-3

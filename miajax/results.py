@@ -92,6 +92,11 @@ COLUMNS = (
     ("nonzero", lambda r: r["weights_nonzero"], "int"),
     ("epsilon", lambda r: r["dp_epsilon"], "f2"),
 )
+LIRA_COLUMNS = (
+    ("LiRA AUC", lambda r: (r.get("lira") or {}).get("online", {}).get("auc"), "f3"),
+    ("LiRA TPR@0.1%", lambda r: (r.get("lira") or {}).get("online", {}).get(
+        "tpr_at_fpr", {}).get("0.001"), "pct"),
+)
 
 
 def _fmt(mean, half, kind) -> str:
@@ -103,16 +108,18 @@ def _fmt(mean, half, kind) -> str:
 
 
 def table(records: Sequence[dict]) -> str:
-  """The paper's Table 1/2-style comparison: one row per method (and sweep point), the mean
-  and 95% interval over seeds of every metric."""
+  """The paper's Table 1/2-style comparison: one row per method, the mean and 95% t-interval
+  over its trials (seeds) of every metric; in a LiRA run the row's trials are the target and
+  its shadows, and only the target carries LiRA numbers."""
   groups: dict[str, list[dict]] = {}
   for r in records:
     groups.setdefault(r.get("group") or r["method"], []).append(r)
-  header = ["method", "seeds"] + [c[0] for c in COLUMNS]
+  columns = COLUMNS + (LIRA_COLUMNS if any(r.get("lira") for r in records) else ())
+  header = ["method", "seeds"] + [c[0] for c in columns]
   rows = [header]
   for name, rs in groups.items():
     row = [name, str(len(rs))]
-    for _, get, kind in COLUMNS:
+    for _, get, kind in columns:
       mean, half, _ = mean_interval(get(r) for r in rs)
       row.append(_fmt(mean, half, kind))
     rows.append(row)

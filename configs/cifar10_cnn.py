@@ -1,28 +1,14 @@
 """The CIFAR-10 4-layer CNN row of Table 2 (Rahman et al.'s model, one-layer attack).
 
-The paper's settings (App. C-E): batch 64, Adam, 300 epochs (pruning: 200 pretraining, then ADMM
-and masked retraining), random crop + flip, the App. E per-layer pruning rule, the Nasr et al.
-attack retrained for 100 epochs. Needs the prepared TFDS data:
-python -m miajax.data.prepare cifar10 --data_dir=DIR, then --config.data.dir=DIR.
+Needs the prepared TFDS data: python -m miajax.data.prepare cifar10 --data_dir=DIR, then
+--config.data.dir=DIR. Settings: `miajax.config.cifar`.
 """
 
 from miajax import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.base()
-  c.methods = ("baseline", "pruning", "dp")
-  c.data.name = "cifar10"
-  c.data.augment = True
-  c.model.name = "cnn4"
-  c.admm.update_every = 780         # about one Z/U update an epoch of 50,000
-  c.train.log_every = 200
-  c.train.checkpoint_every = 2000
+  c = config_lib.cifar("cifar10", "cnn4", ("baseline", "pruning", "dp"), arg)
   c.attack.kind = "one_layer"
   c.model.norm = "none"
-  if "smoke" in config_lib.parse_arg(arg):
-    config_lib.smoke(c)
-    c.data.train_size = 256
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 64
   return c

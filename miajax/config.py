@@ -97,6 +97,52 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def cifar(dataset: str, model: str, methods: tuple[str, ...], arg: str | None):
+  """A CIFAR row of the paper: App. C-E settings, random crop + flip; smoke: 256 members."""
+  c = base()
+  c.methods = methods
+  c.data.name = dataset
+  c.data.augment = True
+  c.model.name = model
+  c.admm.update_every = 780         # about one Z/U update an epoch of 50,000
+  c.train.log_every = 200
+  c.train.checkpoint_every = 2000
+  if "smoke" in parse_arg(arg):
+    smoke(c)
+    c.data.train_size = 256
+    c.data.batch_size = 16
+    c.data.eval_batch_size = 64
+  return c
+
+
+def imagenet(model: str, arg: str | None):
+  """An ImageNet row (Table 3): batch 64 and Adam as App. C states; the epochs are not given
+  for Table 3, so 90 (pruning: 60 pretraining, 15 ADMM, 15 retraining). Inception crop at 224
+  for training, centre crop for evaluation."""
+  c = base()
+  c.methods = ("baseline", "pruning")
+  c.data.name = "imagenet2012"
+  c.data.augment = True
+  c.data.workers = 16
+  c.model.name = model
+  c.train.epochs = 90.0
+  c.pruning.pretrain_epochs = 60.0
+  c.admm.epochs = 15.0
+  c.pruning.retrain_epochs = 15.0
+  c.admm.update_every = 20000       # one Z/U update an epoch of 1.28M at batch 64
+  c.attack.epochs = 20
+  c.train.log_every = 500
+  c.train.checkpoint_every = 5000
+  if "smoke" in parse_arg(arg):
+    smoke(c)
+    c.data.train_size = 32
+    c.data.batch_size = 4
+    c.data.eval_batch_size = 8
+    c.data.image_size = 64
+    c.data.workers = 0
+  return c
+
+
 def parse_arg(arg: str | None) -> set[str]:
   words = {w for w in (arg or "").split(",") if w}
   unknown = words - {"smoke"}

@@ -45,7 +45,7 @@ def write(workdir: str | Path, records: Sequence[dict]) -> None:
   """Writes results.json and results.csv atomically (a crash never leaves half a file)."""
   workdir = Path(workdir)
   _atomic_write(workdir / "results.json", json.dumps(list(records), indent=1))
-  rows = [_flatten(r) for r in records]
+  rows = [flatten(r) for r in records]
   columns = list(dict.fromkeys(k for row in rows for k in row))
   tmp = workdir / "results.csv.tmp"
   with tmp.open("w", newline="") as f:
@@ -61,11 +61,12 @@ def _atomic_write(path: Path, text: str) -> None:
   tmp.replace(path)
 
 
-def _flatten(r: dict, prefix: str = "") -> dict:
+def flatten(r: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
   out = {}
   for k, v in r.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out

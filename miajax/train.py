@@ -332,24 +332,14 @@ def _check_same_run(workdir: Path, config_json: dict) -> None:
   path = workdir / "config.json"
   if not path.exists():
     return
-  old = _flat(json.loads(path.read_text()))
-  new = _flat(config_json)
+  old = results.flatten(json.loads(path.read_text()))
+  new = results.flatten(config_json)
   changed = sorted(k for k in old.keys() | new.keys()
                    if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
   if changed:
     k = changed[0]
     raise UserError(f"--workdir={workdir} holds a run with {k}={old.get(k)!r}, not "
                     f"{new.get(k)!r}; allowed: the same config to resume, or a new --workdir")
-
-
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def _write_once(path: Path, obj) -> None:

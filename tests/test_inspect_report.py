@@ -65,7 +65,8 @@ def built(tmp_path_factory, data_dir) -> tuple[Path, dict]:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not saved.exists():
       proc = run_main(f"--workdir={wd}", f"--config.data.dir={data_dir}",
-                      "--config.train.epochs=1", "--config.attack.epochs=1",
+                      "--config.train.epochs=1", "--config.methods=('baseline',)",
+                      "--config.attack.epochs=1",
                       f"--config.seeds={SEEDS}", "--config.train.log_every=3",
                       "--config.train.checkpoint_every=10")
       assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,7 +16,7 @@ from conftest import ROOT, run_main
 from miajax import results, splits
 
 pytestmark = pytest.mark.slow
-QUICK = ("--config.train.epochs=4", "--config.attack.epochs=2")
+QUICK = ("--config.methods=('baseline',)", "--config.train.epochs=4", "--config.attack.epochs=2")
 
 
 def test_default_run_leaves_results_config_splits_and_a_checkpoint(tmp_path, data_dir):
@@ -84,7 +84,8 @@ def _final_params(workdir):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
-  args = [f"--config.data.dir={data_dir}", "--config.train.epochs=20",
+  args = [f"--config.data.dir={data_dir}", "--config.methods=('baseline',)",
+          "--config.train.epochs=20",
           "--config.train.checkpoint_every=30", "--config.attack.epochs=2"]
   whole, cut = tmp_path / "whole", tmp_path / "cut"
   assert run_main(f"--workdir={whole}", *args).returncode == 0

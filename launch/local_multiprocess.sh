@@ -15,10 +15,12 @@
 # Options can also be given as environment variables: NUM_PROCESSES (default 2),
 # DEVICES_PER_PROCESS (default: unset, one CPU device each), PORT (default: a free port),
 # LOG_DIR (default: none; output goes to this terminal with a "[i] " prefix), PYTHON (default:
-# the repository's .venv/bin/python if present, else python3).
+# the repository's .venv/bin/python if present, else python3), GRACE_S (default 10: seconds
+# between SIGTERM and SIGKILL when stopping the processes).
 #
-# It waits for all processes; when one fails the others are stopped (they would otherwise wait
-# for it in a collective), and the exit status is the first failure's (0 when all succeed).
+# It waits for all processes; when one fails (or this script is interrupted) the others are
+# stopped (they would otherwise wait for it in a collective), and the exit status is the first
+# failure's (0 when all succeed).
 # This is a test harness: the processes share this machine's cores. On real clusters use
 # launch/tpu_pod.sh or launch/slurm_gpu.sbatch.
 set -euo pipefail
@@ -33,16 +35,17 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 
 usage() {
-  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  # The comment block at the top of this file.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
   exit "${1:-2}"
 }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -n) NUM_PROCESSES="$2"; shift 2 ;;
-    -d) DEVICES_PER_PROCESS="$2"; shift 2 ;;
-    -p) PORT="$2"; shift 2 ;;
-    -l) LOG_DIR="$2"; shift 2 ;;
+    -n) NUM_PROCESSES="${2:?-n needs a value}"; shift 2 ;;
+    -d) DEVICES_PER_PROCESS="${2:?-d needs a value}"; shift 2 ;;
+    -p) PORT="${2:?-p needs a value}"; shift 2 ;;
+    -l) LOG_DIR="${2:?-l needs a value}"; shift 2 ;;
     -h|--help) usage 0 ;;
     --) shift; break ;;
     *) break ;;
@@ -68,8 +71,21 @@ fi
 # Each process in its own process group (job control), so that stopping it stops its children.
 set -m
 pids=()
+# TERM, then KILL after GRACE_S seconds: in a multi-process run JAX's preemption notifier
+# catches SIGTERM, and a process waiting for a failed peer in a collective does not return.
+GRACE_S="${GRACE_S:-10}"
 stop_all() {
+  local pid t alive
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for ((t = 0; t < GRACE_S * 10; t++)); do
+    alive=0
+    for pid in "${pids[@]}"; do
+      if kill -0 -- "-$pid" 2>/dev/null; then alive=1; fi
+    done
+    if [[ $alive -eq 0 ]]; then return; fi
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
 }
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM

@@ -67,6 +67,11 @@ def run():
   except FloatingPointError as e:
     print(f"error: training diverged: {e}", file=sys.stderr)
     sys.exit(1)
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ != "Preempted":
+      raise
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from miajax import checkpoint as checkpoint_lib
@@ -40,9 +41,9 @@ _RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "train.strate
 def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   # ---------------------------------------------------------------- inputs
   # Everything a user can get wrong is checked before the workdir is touched.
+  _check_workdir(workdir)
   workdir = Path(workdir)
   config_lib.validate(config)
-  _check_workdir(workdir)
   data = pipeline.load(config)
   split = splits_lib.make(config.seed, data.num_examples("train"), data.num_examples("test"),
                           config.data.train_size)
@@ -217,11 +218,16 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
   periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
   examples = len(names) * config.data.batch_size
-  window, t_window, t_phase = [], time.time(), time.time()
+  # XLA:CPU's in-process collectives deadlock with many multi-device programs in flight:
+  # there, wait for the step before last (accelerators keep the queue unbounded).
+  bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
+  window, t_window = [], time.time()
   for step in range(start, end):
     batch = pipeline.place(next(batches), batch_sharding.mesh)
     state, metrics = step_fn(state, batch, hp)
     window.append(metrics)
+    if bounded and len(window) > 2:
+      jax.block_until_ready(window[-3])
     done = step + 1
     if periodic is not None and (done - begin) % phase.every == 0:
       state, update_metrics = periodic(state, hp)
@@ -241,10 +247,19 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
                    float(means["accuracy"].mean()), rate, _hms(eta))
       _append_metrics(workdir, names, done, phase.name, means)
       window, t_window = [], now
-    if done % ckpt_every == 0 or done == end:
+    preempted = (jax.process_count() > 1 and
+                 multihost_utils.reached_preemption_sync_point(done))
+    if done % ckpt_every == 0 or done == end or preempted:
       ckpt.save(done, state, _meta(names, method, phase.name, done, total, state))
-  del t_phase
+    if preempted:
+      ckpt.wait()
+      raise Preempted(f"preempted at step {done} of {method}; checkpoint saved, rerun the "
+                      "same command to resume")
   return state
+
+
+class Preempted(Exception):
+  """The cluster asked the run to stop (SIGTERM on a multi-host run); resumable."""
 
 
 def _meta(names, method, phase, step, total, state):
@@ -318,8 +333,11 @@ def _hms(seconds: float) -> str:
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _check_workdir(workdir: Path) -> None:
-  probe = workdir
+def _check_workdir(workdir: str | Path) -> None:
+  if "://" in str(workdir):
+    raise UserError(f"--workdir={workdir} is a remote URL; allowed: a local or mounted "
+                    "directory (e.g. a bucket mounted with gcsfuse)")
+  probe = workdir = Path(workdir)
   while not probe.exists():
     probe = probe.parent
   if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):

@@ -1,6 +1,6 @@
 """Sharded and multi-process runs on this machine: the trial stack vmapped over 4 CPU devices,
-and 2 processes x 2 CPU devices joined over 127.0.0.1 (gloo), each against one process on one
-device.
+and 2 processes x 2 CPU devices joined over 127.0.0.1 (gloo) by launch/local_multiprocess.sh,
+each against one process on one device; and the launcher's own flags and failure handling.
 
 The runs are not bit-identical to the reference: sharding changes the order of floating-point
 reductions (the batch mean over "data" shards, XLA's partitioned convolutions), so the models
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import orbax.checkpoint as ocp
 import pytest
@@ -46,7 +47,7 @@ class _Run:
   """A command started from the repository root in its own process group, its output going to
   a file (a pipe nobody reads yet would fill up and stall a run that waits its turn)."""
 
-  def __init__(self, cmd: list[str], env: dict[str, str], log):
+  def __init__(self, cmd: list[str], env: dict[str, str], log: Path):
     self.cmd, self.log = cmd, log
     with open(log, "w") as f:
       self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
@@ -85,13 +86,27 @@ def _main(*args: str) -> list[str]:
   return [sys.executable, "-m", "miajax.main", *args]
 
 
-def _records(workdir) -> dict[str, dict]:
+def _records(workdir: Path) -> dict[str, dict]:
   return {r["name"]: r for r in json.loads((workdir / "results.json").read_text())}
 
 
-def _last_loss(workdir, trial: str) -> float:
+def _last_loss(workdir: Path, trial: str) -> float:
   lines = (workdir / trial / "metrics.jsonl").read_text().splitlines()
   return json.loads(lines[-1])["loss"]
+
+
+def _meshes(workdir: Path, trial: str, step: int) -> set[tuple[tuple[int, ...], int]]:
+  """(mesh shape, device count) of the arrays of a checkpoint, from Orbax's sharding record:
+  evidence of how the run was laid out."""
+  record = json.loads((workdir / trial / "checkpoints" / str(step) / "state" / "_sharding")
+                      .read_text())
+  meshes = set()
+  for value in record.values():
+    sharding = json.loads(value)
+    assert sharding["axis_names"] == ["trial", "data"]
+    devices = [d["id"] for row in sharding["device_mesh"]["mesh"] for d in row]
+    meshes.add((tuple(sharding["shape"]), len(set(devices))))
+  return meshes
 
 
 def _assert_close(run, reference, names):
@@ -102,49 +117,80 @@ def _assert_close(run, reference, names):
       assert abs(got[key] - want[key]) <= ACCURACY_TOLERANCE, (name, key, got[key], want[key])
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
-  """The three runs, started together so that they share the cores; a test waits for its own.
+class _Runs:
+  """The three runs of this file, each started at most once, in the background.
 
   reference: seeds 0-3 in one process on one CPU device, trials one after another (loop).
   vmap: the same on 4 CPU devices, the trial stack vmapped and sharded over "trial".
   processes: seed 0 in 2 processes x 2 CPU devices, the batch sharded over "data".
   """
+
+  def __init__(self, tmp_path_factory, data_dir):
+    self.tmp_path_factory, self.data = tmp_path_factory, f"--config.data.dir={data_dir}"
+    self.started: dict[str, tuple[Path, _Run]] = {}
+
+  def _command(self, name, root):
+    workdir = f"--workdir={root / 'run'}"
+    if name == "processes":
+      return (["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
+               "-l", str(root / "logs"), "--", workdir, self.data, *QUICK], _env())
+    devices = {"reference": 1, "vmap": 4}[name]
+    strategy = {"reference": "loop", "vmap": "vmap"}[name]
+    return (_main(workdir, self.data, *QUICK, *SEEDS, f"--config.train.strategy={strategy}"),
+            _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+
+  def start(self, *names: str) -> None:
+    for name in names:
+      if name not in self.started:
+        root = self.tmp_path_factory.mktemp(name)
+        self.started[name] = (root, _Run(*self._command(name, root), root / "output.log"))
+
+  def finished(self, *names: str) -> list[Path]:
+    """The workdirs of runs `names` (started now if need be), once they have exited with
+    status 0."""
+    self.start(*names)
+    workdirs = []
+    for name in names:
+      root, run = self.started[name]
+      if run.returncode != 0:
+        logs = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
+        pytest.fail(f"{name} run failed ({run.returncode}):\n{run.output[-3000:]}" + "".join(
+            f"\n--- {p.name}:\n{p.read_text()[-2000:]}" for p in logs))
+      workdirs.append(root / "run")
+    return workdirs
+
+  def stop(self) -> None:
+    for _, run in self.started.values():
+      if run.proc.poll() is None:
+        run.stop()
+
+
+# The runs each test compares: its own, then the reference.
+_NEEDS = {
+    "test_trials_vmapped_over_four_devices_match_one_device": ("vmap", "reference"),
+    "test_two_processes_of_two_devices_match_one_process": ("processes", "reference"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory, data_dir):
+  """Every run the selected tests of this file need, started together to share the cores.
+
+  Under pytest-xdist the tests may land on different workers, so there each test starts only
+  its own runs when it asks for them.
+  """
   sources.load("digits", str(data_dir))   # prepared once, before processes share the dir
-  data = f"--config.data.dir={data_dir}"
-  dirs = {name: tmp_path_factory.mktemp(name) for name in ("reference", "vmap", "processes")}
-  started = {
-      "reference": _Run(_main(f"--workdir={dirs['reference'] / 'run'}", data, *QUICK, *SEEDS,
-                              "--config.train.strategy=loop"),
-                        _env(XLA_FLAGS="--xla_force_host_platform_device_count=1"),
-                        dirs["reference"] / "output.log"),
-      "vmap": _Run(_main(f"--workdir={dirs['vmap'] / 'run'}", data, *QUICK, *SEEDS,
-                         "--config.train.strategy=vmap"),
-                   _env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
-                   dirs["vmap"] / "output.log"),
-      "processes": _Run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"),
-                         "-n", "2", "-d", "2", "-l", str(dirs["processes"] / "logs"), "--",
-                         f"--workdir={dirs['processes'] / 'run'}", data, *QUICK],
-                        _env(), dirs["processes"] / "output.log"),
-  }
-  yield {name: (dirs[name], run) for name, run in started.items()}
-  for run in started.values():
-    if run.proc.poll() is None:
-      run.stop()
+  runs = _Runs(tmp_path_factory, data_dir)
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    runs.start(*dict.fromkeys(name for item in request.session.items
+                              if item.module is request.module
+                              for name in _NEEDS.get(item.originalname, ())))
+  yield runs
+  runs.stop()
 
 
-def _finished(runs, name):
-  """The workdir of run `name`, once it has exited with status 0."""
-  root, run = runs[name]
-  if run.returncode != 0:
-    logs = sorted((root / "logs").glob("*.log")) if (root / "logs").exists() else []
-    pytest.fail(f"{name} run failed ({run.returncode}):\n{run.output[-3000:]}" + "".join(
-        f"\n--- {p.name}:\n{p.read_text()[-2000:]}" for p in logs))
-  return root / "run"
-
-
-def test_trials_vmapped_over_four_devices_match_one_device(runs):
-  workdir, reference = _finished(runs, "vmap"), _finished(runs, "reference")
+def test_trials_vmapped_over_four_devices_match_one_device(runs, request):
+  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
   names = [f"baseline-seed{s}" for s in range(4)]
   run = _records(workdir)
   assert sorted(run) == names
@@ -153,23 +199,55 @@ def test_trials_vmapped_over_four_devices_match_one_device(runs):
     assert _last_loss(workdir, name) == pytest.approx(_last_loss(reference, name),
                                                       rel=LOSS_RTOL), name
     assert run[name]["step"] in ocp.CheckpointManager(workdir / name / "checkpoints").all_steps()
+    assert _meshes(workdir, name, run[name]["step"]) == {((4, 1), 4)}   # 4 trials on 4 devices
 
 
-def test_two_processes_of_two_devices_match_one_process(runs):
-  workdir, reference = _finished(runs, "processes"), _finished(runs, "reference")
+def test_two_processes_of_two_devices_match_one_process(runs, request):
+  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
   out = [(workdir.parent / "logs" / f"process_{i}.log").read_text() for i in range(2)]
   # Process 0 writes the files and prints the table; process 1 only trains and evaluates.
   assert "test acc" in out[0] and "test acc" not in out[1]
   assert not list(workdir.rglob("*.tmp"))
   records = json.loads((workdir / "results.json").read_text())
   assert [r["name"] for r in records] == ["baseline-seed0"]
-  (results_csv_header, *rows) = (workdir / "results.csv").read_text().splitlines()
-  assert results_csv_header.startswith("name,") and len(rows) == 1
+  header, *rows = (workdir / "results.csv").read_text().splitlines()
+  assert header.startswith("name,") and len(rows) == 1
   trial = workdir / "baseline-seed0"
   assert {"config.json", "splits.npz", "scores.npz", "metrics.jsonl"} <= {
       p.name for p in trial.iterdir()}
   steps = ocp.CheckpointManager(trial / "checkpoints").all_steps()
   assert records[0]["step"] in steps
+  # One trial, its batch over the 4 devices of both processes.
+  assert _meshes(workdir, "baseline-seed0", records[0]["step"]) == {((1, 4), 4)}
   _assert_close({r["name"]: r for r in records}, _records(reference), ["baseline-seed0"])
   assert _last_loss(workdir, "baseline-seed0") == pytest.approx(
       _last_loss(reference, "baseline-seed0"), rel=LOSS_RTOL)
+
+
+_FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for python: records its arguments and environment; process 1 fails, the others
+# ignore SIGTERM and wait, as a JAX process stuck in a collective would.
+echo "$* XLA_FLAGS=$XLA_FLAGS JAX_PLATFORMS=$JAX_PLATFORMS"
+for a in "$@"; do [[ "$a" == --process_id=1 ]] && exit 3; done
+trap '' TERM
+sleep 60
+"""
+
+
+def test_launcher_passes_the_flags_and_stops_the_others_when_one_fails(tmp_path):
+  fake = tmp_path / "python"
+  fake.write_text(_FAKE_PYTHON)
+  fake.chmod(0o755)
+  logs = tmp_path / "logs"
+  start = time.monotonic()
+  run = _Run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "3", "-d", "2",
+              "-p", "12345", "-l", str(logs), "--", "--workdir=/nonexistent"],
+             _env(PYTHON=str(fake), GRACE_S="1"), tmp_path / "output.log")
+  assert run.returncode == 3, run.output
+  assert time.monotonic() - start < 30          # the TERM-proof processes were killed
+  assert "process 1 exited with status 3" in run.output
+  for i in range(3):
+    line = (logs / f"process_{i}.log").read_text().splitlines()[0]
+    assert line.startswith("-m miajax.main --workdir=/nonexistent ")
+    assert (f"--coordinator_address=127.0.0.1:12345 --num_processes=3 --process_id={i} "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu") in line

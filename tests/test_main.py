@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -56,6 +57,12 @@ def test_bad_input_is_one_line_naming_the_field_with_exit_code_2(tmp_path, overr
   assert len(last) == 1 and field in last[0], proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "w").exists()               # nothing written
+
+
+def test_a_remote_url_workdir_is_refused_not_written_locally(tmp_path):
+  proc = run_main("--workdir=gs://bucket/run", "--config.methods=('baseline',)")
+  assert proc.returncode == 2 and "gs://bucket/run" in proc.stderr
+  assert not (tmp_path / "gs:").exists() and not (Path.cwd() / "gs:").exists()
 
 
 def test_unwritable_workdir_is_a_one_line_error(tmp_path):

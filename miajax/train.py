@@ -150,7 +150,7 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
       batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
                                        start, end, config.data.workers, side_sets)
       state = _train_phase(config, workdir, method, phase, names, state, hp, batches,
-                           batch_sharding, ckpt, begin, start, end, total, strategy, recipe)
+                           batch_sharding, ckpt, begin, start, end, total, strategy)
       start = end
     begin = end
   if ckpt.latest_step() != total:
@@ -212,8 +212,7 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
 
 
 def _train_phase(config, workdir, method, phase, names, state, hp, batches, batch_sharding,
-                 ckpt, begin, start, end, total, strategy, recipe):
-  del recipe
+                 ckpt, begin, start, end, total, strategy):
   step_fn = steps.lift(phase.step, strategy)
   periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every

@@ -205,8 +205,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if any(m in ("pruning", "pruning_minmax") for m in methods):
     parse_keep(c.pruning.keep)
   if "dp" in methods and c.model.norm == "batch" and c.model.name not in ("lenet5", "cnn4"):
-    raise UserError(f"model.norm='batch' cannot train with DP-SGD (batch statistics mix "
-                    f"examples); allowed with methods including dp: model.norm=group or none")
+    raise UserError("model.norm='batch' cannot train with DP-SGD (batch statistics mix "
+                    "examples); allowed with methods including dp: model.norm=group or none")
 
 
 def _finite_positive(x) -> bool:

@@ -62,7 +62,7 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
            num_members: int) -> Recipe:
   n = lambda epochs: epochs_to_steps(epochs, steps_per_epoch)
   if method in ("minmax", "pruning_minmax"):
-    wrap = functools.partial(_minmax_step, model=model, k=config.minmax.k,
+    wrap = functools.partial(_minmax_step, model=model,
                              attack_model=attack_lib.create(config.attack.kind, num_classes),
                              attack_tx=attack_lib.optimizer(config.minmax.attack_learning_rate))
     extra = functools.partial(_minmax_extra, attack_kind=config.attack.kind,
@@ -184,9 +184,9 @@ def _minmax_extra(params, *, attack_kind, num_classes, lr):
   return {"attack": attack_lib.init_state(jax.random.PRNGKey(0), model, num_classes, lr)}
 
 
-def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx, k):
+def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx):
   """One jitted alternation: k attack updates, then the inner method's classifier step."""
-  del k  # the number of side batches in `batch` fixes it
+  # k, the number of attack steps, is the number of side batches in `batch`.
 
   def probs(images):
     logits, _ = steps.forward(model, state.params, state.batch_stats, images, train=False)

@@ -57,8 +57,51 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
   Returns:
     A pytree like `params` whose every leaf has an extra leading axis of size B. Memory is B
     times the parameter count: split very large batches into micro-batches.
+
+  One example at a time (`lax.map`), not `vmap(grad)`: with the batch sharded over devices,
+  XLA partitions the batch-grouped convolution that `vmap(grad)` makes of a conv kernel's
+  per-example gradient wrongly (the examples of every device but the first get zeros; JAX
+  0.10.2, XLA:CPU; `benchmarks/per_example_conv_bug.py` reproduces it). Each iteration here is
+  the single-example program itself, which every partitioning computes right. The price: the
+  loop reads the whole batch, so a "data"-sharded batch is gathered and every device computes
+  every example (trials sharded over "trial" still run in parallel).
   """
-  return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)
+  return jax.lax.map(lambda example: jax.grad(loss_fn)(params, example), batch)
+
+
+def check_per_example_grads(got: PyTree, loss_fn: LossFn, params: PyTree, batch: PyTree,
+                            rtol: float = 1e-3) -> float:
+  """Compares per-example gradients `got` (from the run's own lifted, sharded path) with
+  single-example gradients taken on one device; returns the worst relative error.
+
+  Args:
+    got: per-example gradients of `params` on `batch`, every leaf with leading axis B.
+    loss_fn: the loss of one example, as for `per_example_grads`.
+    params, batch: one trial's parameters and the B examples.
+    rtol: the largest error allowed, relative to each leaf's largest reference magnitude.
+
+  Raises:
+    UserError: one line naming the worst leaf, when any leaf is off by more than rtol: DP-SGD
+      must not train on gradients the partitioner got wrong.
+  """
+  one = jax.jit(jax.grad(loss_fn))
+  params, batch = jax.device_put(jax.device_get((params, batch)), jax.local_devices()[0])
+  n = jax.tree.leaves(batch)[0].shape[0]
+  want = jax.tree.map(lambda *xs: np.stack(xs), *[
+      jax.device_get(one(params, jax.tree.map(lambda x: x[i], batch))) for i in range(n)])
+  worst, where = 0.0, ""
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(got)),
+                          jax.tree.leaves(want)):
+    err = float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-12))
+    if err > worst:
+      worst, where = err, jax.tree_util.keystr(path)
+  if worst > rtol:
+    raise UserError(
+        f"DP-SGD self-check: per-example gradients on {jax.device_count()} devices differ from "
+        f"one device's by {worst:.3g} (relative, at {where}; allowed {rtol:g}) with JAX "
+        f"{jax.__version__}; allowed: a device layout and JAX version where they agree "
+        "(one device always does)")
+  return worst
 
 
 def _per_example_norms(grads: PyTree) -> jax.Array:

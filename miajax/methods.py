@@ -48,6 +48,7 @@ class Recipe:
   hp: Callable[[Any], dict] | None = None     # one trial's params -> its traced hyperparameters
   attack_batches: int = 0   # Min-Max: attack-member and reference batches read per step
   report: dict = dataclasses.field(default_factory=dict)   # fields for results.json
+  example_loss: Callable | None = None   # DP-SGD: (params, one example) -> its loss
 
   @property
   def total_steps(self) -> int:
@@ -108,9 +109,10 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
               "dp_sampling": "shuffled fixed-size batches, accounted as Poisson sampling at "
                              "rate batch/members (the usual DP-SGD approximation)",
               "dp_model_norm": config.model.norm}
-    step = functools.partial(_dp_step, model=model, tx=tx, clip_norm=config.dp.clip_norm,
-                             noise_multiplier=sigma)
-    return Recipe([Phase("train", total, step)], report=report)
+    example_loss = functools.partial(_example_loss, model=model)
+    step = functools.partial(_dp_step, model=model, tx=tx, example_loss=example_loss,
+                             clip_norm=config.dp.clip_norm, noise_multiplier=sigma)
+    return Recipe([Phase("train", total, step)], report=report, example_loss=example_loss)
   raise ValueError(f"unknown method {method!r}")
 
 
@@ -220,15 +222,16 @@ def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx):
 # ------------------------------------------------------------------------------------ DP-SGD
 
 
-def _dp_step(state, batch, hp, *, model, tx, clip_norm, noise_multiplier):
+def _example_loss(params, example, *, model):
+  """The loss of ONE example (no batch axis), the unit DP-SGD clips."""
+  logits, _ = steps.forward(model, params, {}, example["image"][None], train=True)
+  return steps.cross_entropy(logits, example["label"][None])
+
+
+def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm, noise_multiplier):
   """Per-example gradients clipped to clip_norm, summed, Gaussian noise, divided by B.
   Models need no BatchNorm here (model.norm=group or none): batch statistics mix examples."""
   del hp
-
-  def example_loss(params, example):
-    logits, _ = steps.forward(model, params, {}, example["image"][None], train=True)
-    return steps.cross_entropy(logits, example["label"][None])
-
   noise_key = jax.random.fold_in(state.key, 1)
   examples = {"image": batch["image"], "label": batch["label"]}
   grads, metrics = dp_lib.dp_grad(example_loss, state.params, examples, noise_key,

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from miajax import checkpoint as checkpoint_lib
 from miajax import config as config_lib
+from miajax import dp as dp_lib
 from miajax import evaluate
 from miajax import lira
 from miajax import methods
@@ -133,6 +134,8 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
     logging.info("%s: resumed %d trials at step %d of %d", method, len(group), start, total)
   if _is_writer():
     _truncate_metrics(workdir, names, start)
+  if recipe.example_loss is not None and jax.device_count() > 1 and start < total:
+    _check_per_example_grads(recipe.example_loss, state, mesh, strategy, data)
 
   # ---------------------------------------------------------------- phases
   t0 = time.time()
@@ -281,6 +284,29 @@ def _stack_hp(recipe, state, num_trials):
   params0 = jax.tree.map(lambda x: x[0], state.params)
   hp = recipe.hp(params0)
   return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * num_trials), hp)
+
+
+def _check_per_example_grads(example_loss, state, mesh, strategy, data):
+  """Before DP-SGD trains on several devices: its per-example gradients, taken by the run's own
+  lifted step on the run's mesh, must equal one device's (an XLA partitioning bug once zeroed
+  every device's but the first; see dp.per_example_grads). A few random examples suffice."""
+  trials, rows = state.step.shape[0], 2 * mesh.shape["data"]
+  rng = np.random.default_rng(0)
+  full = {"image": rng.uniform(size=(trials, rows, *data.input_shape)).astype(np.float32),
+          "label": np.tile(np.arange(rows, dtype=np.int32) % data.num_classes, (trials, 1))}
+  sharding = NamedSharding(mesh, P("trial", "data"))
+  batch = {k: jax.make_array_from_callback(v.shape, sharding, lambda i, v=v: v[i])
+           for k, v in full.items()}
+  lifted = steps.lift(
+      lambda s, b, hp: (s, dp_lib.per_example_grads(example_loss, s.params, b)), strategy,
+      donate=False)
+  grads = multihost_utils.process_allgather(lifted(state, batch, {})[1], tiled=True)
+  params = multihost_utils.process_allgather(state.params, tiled=True)
+  for k in sorted({0, trials - 1}):   # the first and last trials sit on different devices
+    take = lambda tree: jax.tree.map(lambda x: x[k], tree)
+    worst = dp_lib.check_per_example_grads(take(grads), example_loss, take(params), take(full))
+    logging.info("DP-SGD self-check, trial %d on %d devices: per-example gradients agree with "
+                 "one device's to %.2g", k, jax.device_count(), worst)
 
 
 def _mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:

@@ -58,19 +58,22 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
     A pytree like `params` whose every leaf has an extra leading axis of size B. Memory is B
     times the parameter count: split very large batches into micro-batches.
 
-  One example at a time (`lax.map`), not `vmap(grad)`: with the batch sharded over devices,
-  XLA partitions the batch-grouped convolution that `vmap(grad)` makes of a conv kernel's
-  per-example gradient wrongly (the examples of every device but the first get zeros; JAX
-  0.10.2, XLA:CPU; `benchmarks/per_example_conv_bug.py` reproduces it). Each iteration here is
-  the single-example program itself, which every partitioning computes right. The price: the
-  loop reads the whole batch, so a "data"-sharded batch is gathered and every device computes
-  every example (trials sharded over "trial" still run in parallel).
+  In a program over several devices, one example at a time (`lax.map`): there XLA:CPU
+  computes the batch-grouped convolution that `vmap(grad)` makes of a conv kernel's
+  per-example gradient wrongly (zeros for every device's examples but the first; JAX 0.10.2;
+  `benchmarks/per_example_conv_bug.py` reproduces it), while each `lax.map` iteration is the
+  single-example program, which every partitioning computes right. The loop reads the whole
+  batch, so a "data"-sharded batch is gathered and every device computes every example. On
+  one device `vmap(grad)` is right and 1.6-3x faster (`benchmarks/per_example_grads.py`).
   """
-  return jax.lax.map(lambda example: jax.grad(loss_fn)(params, example), batch)
+  grad = jax.grad(loss_fn)
+  if jax.device_count() == 1:
+    return jax.vmap(grad, in_axes=(None, 0))(params, batch)
+  return jax.lax.map(lambda example: grad(params, example), batch)
 
 
 def check_per_example_grads(got: PyTree, loss_fn: LossFn, params: PyTree, batch: PyTree,
-                            rtol: float = 1e-3) -> float:
+                            rtol: float = 0.1, remedy: str = "one device") -> float:
   """Compares per-example gradients `got` (from the run's own lifted, sharded path) with
   single-example gradients taken on one device; returns the worst relative error.
 
@@ -78,7 +81,11 @@ def check_per_example_grads(got: PyTree, loss_fn: LossFn, params: PyTree, batch:
     got: per-example gradients of `params` on `batch`, every leaf with leading axis B.
     loss_fn: the loss of one example, as for `per_example_grads`.
     params, batch: one trial's parameters and the B examples.
-    rtol: the largest error allowed, relative to each leaf's largest reference magnitude.
+    rtol: the largest error allowed, relative to each leaf's largest reference magnitude. A
+      dropped gradient is off by 1; float32 rounding is 1e-6 for most models but reaches 0.04
+      in MobileNetV2's GroupNorm layers (whose 2x2 maps leave groups of a few values: measured
+      against float64, any float32 order of summation is that far off).
+    remedy: what the error message offers instead.
 
   Raises:
     UserError: one line naming the worst leaf, when any leaf is off by more than rtol: DP-SGD
@@ -99,8 +106,7 @@ def check_per_example_grads(got: PyTree, loss_fn: LossFn, params: PyTree, batch:
     raise UserError(
         f"DP-SGD self-check: per-example gradients on {jax.device_count()} devices differ from "
         f"one device's by {worst:.3g} (relative, at {where}; allowed {rtol:g}) with JAX "
-        f"{jax.__version__}; allowed: a device layout and JAX version where they agree "
-        "(one device always does)")
+        f"{jax.__version__}; allowed: {remedy}")
   return worst
 
 

@@ -288,8 +288,10 @@ def _stack_hp(recipe, state, num_trials):
 
 def _check_per_example_grads(example_loss, state, mesh, strategy, data):
   """Before DP-SGD trains on several devices: its per-example gradients, taken by the run's own
-  lifted step on the run's mesh, must equal one device's (an XLA partitioning bug once zeroed
-  every device's but the first; see dp.per_example_grads). A few random examples suffice."""
+  lifted step on the run's mesh, must equal one device's. XLA:CPU (JAX 0.10.2) computes some
+  of them as zeros in multi-device programs: vmap(grad) over a "data"-sharded batch (which
+  dp.per_example_grads avoids) and a trial stack vmapped over exactly one device per trial
+  (which this check refuses). A few random examples suffice."""
   trials, rows = state.step.shape[0], 2 * mesh.shape["data"]
   rng = np.random.default_rng(0)
   full = {"image": rng.uniform(size=(trials, rows, *data.input_shape)).astype(np.float32),
@@ -304,7 +306,9 @@ def _check_per_example_grads(example_loss, state, mesh, strategy, data):
   params = multihost_utils.process_allgather(state.params, tiled=True)
   for k in sorted({0, trials - 1}):   # the first and last trials sit on different devices
     take = lambda tree: jax.tree.map(lambda x: x[k], tree)
-    worst = dp_lib.check_per_example_grads(take(grads), example_loss, take(params), take(full))
+    worst = dp_lib.check_per_example_grads(
+        take(grads), example_loss, take(params), take(full),
+        remedy="train.strategy=loop, or one device" if strategy == "vmap" else "one device")
     logging.info("DP-SGD self-check, trial %d on %d devices: per-example gradients agree with "
                  "one device's to %.2g", k, jax.device_count(), worst)
 

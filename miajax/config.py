@@ -76,6 +76,23 @@ def base() -> ml_collections.ConfigDict:
   c.attack.learning_rate = 1e-3
   c.attack.batch_size = 64
 
+  # Trials that differ in traced hyperparameters (see miajax/trials.py): each non-empty tuple
+  # replaces its field for the methods that use it, e.g. sweep.keep=(0.5, 0.1, "paper"); one
+  # trial per grid point (or per zipped point, mode="zip") and seed, one stack per method.
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.mode = "grid"
+  c.sweep.keep = ()
+  c.sweep.rho = ()
+  c.sweep.gamma = ()
+  c.sweep.epsilon = ()
+
+  # Algorithm 1's choice among a swept method's configurations: the smallest attack gain,
+  # measured by cross-validation on split 0 (never the audit split); also the smallest under
+  # a bound on the test accuracy lost against the baseline.
+  c.select = ml_collections.ConfigDict()
+  c.select.folds = 2
+  c.select.max_accuracy_drop = 0.01
+
   # LiRA (Carlini et al. 2022): per method, a target and num_shadows shadow models of the same
   # recipe train together as one stack, each on a seeded random half of the members (the
   # pool); 0 turns it off and runs the paper's audit instead.

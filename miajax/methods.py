@@ -111,8 +111,10 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
               "dp_model_norm": config.model.norm}
     example_loss = functools.partial(_example_loss, model=model)
     step = functools.partial(_dp_step, model=model, tx=tx, example_loss=example_loss,
-                             clip_norm=config.dp.clip_norm, noise_multiplier=sigma)
-    return Recipe([Phase("train", total, step)], report=report, example_loss=example_loss)
+                             clip_norm=config.dp.clip_norm)
+    # The noise is traced, so trials swept over epsilon share one compiled step.
+    return Recipe([Phase("train", total, step)], hp=lambda params: {
+        "noise_multiplier": jnp.float32(sigma)}, report=report, example_loss=example_loss)
   raise ValueError(f"unknown method {method!r}")
 
 
@@ -228,14 +230,14 @@ def _example_loss(params, example, *, model):
   return steps.cross_entropy(logits, example["label"][None])
 
 
-def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm, noise_multiplier):
-  """Per-example gradients clipped to clip_norm, summed, Gaussian noise, divided by B.
-  Models need no BatchNorm here (model.norm=group or none): batch statistics mix examples."""
-  del hp
+def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm):
+  """Per-example gradients clipped to clip_norm, summed, Gaussian noise of hp's multiplier,
+  divided by B. Models need no BatchNorm here (model.norm=group or none): batch statistics mix
+  examples."""
   noise_key = jax.random.fold_in(state.key, 1)
   examples = {"image": batch["image"], "label": batch["label"]}
   grads, metrics = dp_lib.dp_grad(example_loss, state.params, examples, noise_key,
-                                  clip_norm=clip_norm, noise_multiplier=noise_multiplier)
+                                  clip_norm=clip_norm, noise_multiplier=hp["noise_multiplier"])
   logits, _ = steps.forward(model, state.params, {}, batch["image"], train=False)
   state = steps.apply_gradients(state, grads, tx, state.batch_stats)
   return state, metrics | {"loss": steps.cross_entropy(logits, batch["label"]),

@@ -49,6 +49,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   split = splits_lib.make(config.seed, data.num_examples("train"), data.num_examples("test"),
                           config.data.train_size)
   trials = trials_lib.make(config)
+  for t in trials:
+    config_lib.validate(trials_lib.config_for(config, t))
   batch_size = config.data.batch_size
   if len(split.train) < batch_size:
     raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
@@ -72,8 +74,9 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     _write_once(workdir / "config.json", config_json)
     for t in trials:
       (workdir / t.name).mkdir(exist_ok=True)
-      _write_once(workdir / t.name / "config.json",
-                  config_json | {"trial": {"name": t.name, "method": t.method, "seed": t.seed}})
+      own = json.loads(trials_lib.config_for(config, t).to_json_best_effort())
+      _write_once(workdir / t.name / "config.json", own | {"trial": {
+          "name": t.name, "method": t.method, "seed": t.seed, "sweep": dict(t.values)}})
       if not (workdir / t.name / "splits.npz").exists():
         split.save(workdir / t.name / "splits.npz")
     if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
@@ -108,8 +111,13 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   tx = steps.optimizer(config)
   members = split.train if lira_keep is None else [
       split.train[lira_keep[t.lira_model]] for t in group]
-  recipe = methods.recipe(method, config, model, tx, steps_per_epoch, data.num_classes,
-                          len(split.train) if lira_keep is None else len(split.train) // 2)
+  # One recipe per trial, for its own hyperparameters and report; the phases (and so the
+  # compiled steps) are the first one's, which is right because swept values are all traced.
+  recipes = [methods.recipe(method, trials_lib.config_for(config, t), model, tx,
+                            steps_per_epoch, data.num_classes,
+                            len(split.train) if lira_keep is None else len(split.train) // 2)
+             for t in group]
+  recipe = recipes[0]
   total = recipe.total_steps
   if all(done.get(n, {}).get("step") == total for n in names):
     logging.info("%s: all %d trials finished earlier; keeping their results", method, len(names))
@@ -126,7 +134,7 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
                            extra_fn=recipe.extra)
   keys = jnp.stack([jax.random.PRNGKey(t.seed) for t in group])
   state = jax.jit(jax.vmap(init), out_shardings=state_sharding)(keys)
-  hp = _stack_hp(recipe, state, len(group))
+  hp = _stack_hp(recipes, state)
   ckpt = checkpoint_lib.TrialCheckpoints(workdir, names)
   start = ckpt.latest_step() or 0
   if start:
@@ -164,7 +172,7 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
   if lira_keep is not None:
     records = _lira_records(config, workdir, method, group, state, data, split, eval_fn,
-                            eval_sharding, lira_keep, total, t0, recipe)
+                            eval_sharding, lira_keep, total, t0, recipes)
     ckpt.close()
     return records
   out = evaluate.outputs(state, data, split, eval_fn, eval_sharding, config.data.eval_batch_size)
@@ -181,13 +189,14 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
         test_accuracy=float(test_acc[k]), wall_seconds=wall,
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions(), **fields, **recipe.report))
+        versions=results.versions(), group=t.group, sweep=dict(t.values) or None, **fields,
+        **recipes[k].report))
   ckpt.close()
   return records
 
 
 def _lira_records(config, workdir, method, group, state, data, split, eval_fn, sharding, keep,
-                  total, t0, recipe):
+                  total, t0, recipes):
   """LiRA on model 0 of the stack with the others as its shadows; accuracies for all."""
   batch_size = config.data.eval_batch_size
   pool_logits = evaluate.logits(state, data, "train", split.train, eval_fn, sharding, batch_size)
@@ -210,7 +219,7 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
         test_accuracy=float((audit_logits[k].argmax(-1) == audit_labels).mean()),
         wall_seconds=wall, checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
         versions=results.versions(), lira=fields if t.lira_model == 0 else None,
-        **pruning.compression(_trial_params(state, k)), **recipe.report))
+        **pruning.compression(_trial_params(state, k)), **recipes[k].report))
   return records
 
 
@@ -278,12 +287,13 @@ def _trial_params(state, k):
   return jax.device_get(jax.tree.map(lambda x: x[k], state.params))
 
 
-def _stack_hp(recipe, state, num_trials):
-  if recipe.hp is None:
+def _stack_hp(recipes, state):
+  """Each trial's traced hyperparameters, stacked on the trial axis."""
+  if recipes[0].hp is None:
     return {}
   params0 = jax.tree.map(lambda x: x[0], state.params)
-  hp = recipe.hp(params0)
-  return jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * num_trials), hp)
+  return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                      *[r.hp(params0) for r in recipes])
 
 
 def _check_per_example_grads(example_loss, state, mesh, strategy, data):

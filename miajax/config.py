@@ -203,6 +203,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")
   need(c.train.strategy in STRATEGIES, "train.strategy", ", ".join(STRATEGIES))
+  need(c.select.folds >= 2, "select.folds", "an integer >= 2")
+  need(0 <= c.select.max_accuracy_drop <= 1, "select.max_accuracy_drop",
+       "a fraction in [0, 1], e.g. 0.01 for one point")
   need(c.admm.rho >= 0, "admm.rho", "a number >= 0")
   need(c.admm.rho_growth >= 1.0, "admm.rho_growth", "a number >= 1")
   need(c.admm.update_every > 0, "admm.update_every", "a positive integer")

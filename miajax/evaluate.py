@@ -121,6 +121,33 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   return fields, scores
 
 
+def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
+                   folds: int) -> float:
+  """Algorithm 1's criterion for trial k without the audit split: the paper's attack trained
+  on `folds - 1` folds of split 0 and its gain (Eq. 1) measured on the fold left out, averaged.
+
+  Members and non-members of split 0 are cut into folds separately, so every fold stays
+  balanced; the audit split (split 1) is never read.
+  """
+  probs = np.asarray(jax.nn.softmax(out.logits[k], axis=-1), np.float32)
+  members, nonmembers = np.flatnonzero(out.select(True, 0)), np.flatnonzero(out.select(False, 0))
+  rng = np.random.default_rng(seed)
+  member_fold = rng.permutation(len(members)) % folds
+  nonmember_fold = rng.permutation(len(nonmembers)) % folds
+  gains = []
+  for f in range(folds):
+    fit_in, fit_out = members[member_fold != f], nonmembers[nonmember_fold != f]
+    held = np.concatenate([members[member_fold == f], nonmembers[nonmember_fold == f]])
+    params = attack.train(
+        jax.random.fold_in(jax.random.PRNGKey(seed), f), attack_config.kind, num_classes,
+        probs[fit_in], out.labels[fit_in], probs[fit_out], out.labels[fit_out],
+        epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
+        learning_rate=float(attack_config.learning_rate))
+    p = attack.predict(params, attack_config.kind, num_classes, probs[held], out.labels[held])
+    gains.append(metrics.empirical_gain(p, out.is_member[held]))
+  return float(np.mean(gains))
+
+
 def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
   """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
   np.savez(path, logits=out.logits[k].astype(np.float32), labels=out.labels,

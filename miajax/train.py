@@ -27,6 +27,7 @@ from miajax import methods
 from miajax import models
 from miajax import pruning
 from miajax import results
+from miajax import selection
 from miajax import splits as splits_lib
 from miajax import steps
 from miajax import trials as trials_lib
@@ -95,8 +96,12 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       results.write(workdir, [done[t.name] for t in trials if t.name in done])
 
   final = [done[t.name] for t in trials]
+  choice = selection.choose(final, config.select.max_accuracy_drop, config.select.folds)
   if _is_writer():
     print(results.table(final), flush=True)
+    if choice is not None:
+      selection.write(workdir, choice)
+      print("\n" + selection.table(choice), flush=True)
   return final
 
 
@@ -179,8 +184,12 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   train_acc, test_acc = evaluate.accuracies(out)
   wall = time.time() - t0
   records = []
+  swept = any(t.values for t in group)
   for k, t in enumerate(group):
     fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
+    if swept:
+      fields["selection_gain"] = evaluate.selection_gain(
+          out, k, data.num_classes, config.attack, t.seed, config.select.folds)
     fields |= pruning.compression(_trial_params(state, k))
     if _is_writer():
       evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)

@@ -13,6 +13,9 @@ final checkpoint) and writes, to OUT (default DIR/report):
                         one seed per method (Carlini et al. 2022)
   fig3_weights.png      histogram of the nonzero prunable weights of the final checkpoint,
                         one seed per method (Fig. 3)
+  tradeoff.png          attack AUC, attack accuracy and test accuracy against nonzero weights
+                        across a sweep, a line per method, 95% intervals over seeds; with
+                        selection.md, Algorithm 1's choice (both only for a swept run)
   report.json           the numbers behind all of the above
 
 A figure whose inputs are absent is skipped with a note. Nothing in DIR is modified except
@@ -28,6 +31,7 @@ from absl import flags
 
 from miajax import inspect as inspect_lib
 from miajax import results
+from miajax import selection
 from miajax.errors import UserError
 
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: DIR/report).")
@@ -405,6 +409,42 @@ def plot_gap_vs_attack(points: dict[str, list[dict]], path: Path) -> None:
   _save(fig, path)
 
 
+def tradeoff(records: list[dict]) -> dict[str, list[dict]]:
+  """Per method with more than one configuration: each configuration's nonzero weights and the
+  mean and 95% interval over seeds of its attack AUC, attack accuracy and test accuracy."""
+  out: dict[str, list[dict]] = {}
+  for name, rs in _by_group(records).items():
+    point = {"group": name, "weights_nonzero": _mean([r["weights_nonzero"] for r in rs])}
+    for key in ("attack_auc", "attack_accuracy", "test_accuracy"):
+      mean, half, _ = results.mean_interval(r[key] for r in rs)
+      point[key] = {"mean": mean, "half_width": half}
+    out.setdefault(rs[0]["method"], []).append(point)
+  swept = {m for r in records if r.get("sweep") for m in [r["method"]]}
+  return {m: sorted(ps, key=lambda p: p["weights_nonzero"]) for m, ps in out.items()
+          if m in swept or (swept and m == "baseline")}
+
+
+def plot_tradeoff(points: dict[str, list[dict]], path: Path) -> None:
+  fig, axes = _grid(3, width=4.6, height=3.8)
+  colours = _colours(points)
+  for ax, key, label in zip(axes, ("attack_auc", "attack_accuracy", "test_accuracy"),
+                            ("attack AUC (audit split)", "attack accuracy (%)",
+                             "test accuracy (%)")):
+    scale = 1 if key == "attack_auc" else 100
+    for method, ps in points.items():
+      ys = [scale * p[key]["mean"] for p in ps]
+      errs = [scale * (p[key]["half_width"] or 0) for p in ps]
+      ax.errorbar([p["weights_nonzero"] for p in ps], ys, yerr=errs, marker="o", ms=4,
+                  capsize=3, color=colours[method], label=method)
+    if key != "test_accuracy":
+      ax.axhline(0.5 * scale, color="grey", linestyle=":", linewidth=0.8)
+    ax.set(xscale="log", xlabel="nonzero weights", ylabel=label)
+    ax.xaxis.set_minor_formatter(_pyplot().NullFormatter())
+  axes[0].legend(fontsize=8)
+  fig.suptitle("Privacy and utility against model size across the sweep (95% intervals)")
+  _save(fig, path)
+
+
 def plot_roc(curves: dict[str, dict], path: Path) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   fig, axes = _grid(len(curves), width=4.2, height=4.0)
@@ -493,12 +533,18 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   points = class_points(records)
   rocs = roc_curves(workdir, records, notes)
   hists = weight_histograms(workdir, records, notes)
+  trade = tradeoff(records)
+  choice = None
+  if (workdir / "selection.json").is_file():
+    choice = json.loads((workdir / "selection.json").read_text())
+    (out / "selection.md").write_text(selection.table(choice) + "\n")
   for filename, data, plot, absent in (
       ("fig2_loss.png", curves, plot_loss, "no trial has a metrics.jsonl with losses"),
       ("fig4_gap_vs_attack.png", points, plot_gap_vs_attack,
        "no record has per_class gaps and attack accuracies"),
       ("roc.png", rocs, plot_roc, "no trial has a scores.npz with score_* arrays"),
-      ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint")):
+      ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint"),
+      ("tradeoff.png", trade, plot_tradeoff, "no method was swept")):
     if data:
       plot(data, out / filename)
       figures[filename] = "written"
@@ -510,7 +556,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       "workdir": str(workdir), "out": str(out), "trials": [r["name"] for r in records],
       "table1": comparison(records), "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
-      "fig3_weights": hists, "figures": figures, "notes": notes}
+      "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,
+      "notes": notes}
   (out / "report.json").write_text(json.dumps(_strict(report), indent=1, allow_nan=False))
   return report | {"markdown": text}
 

@@ -32,7 +32,7 @@ def choose(records: Sequence[dict], max_accuracy_drop: float, folds: int) -> dic
     candidates = [_summary(name, rs) for name, rs in groups.items()]
     ranked = sorted(candidates, key=lambda c: c["selection_gain"])
     within = [c for c in ranked if baseline_acc is not None
-              and baseline_acc - c["test_accuracy"] <= max_accuracy_drop]
+              and baseline_acc - c["test_accuracy"] <= max_accuracy_drop + 1e-9]
     methods[method] = {"candidates": candidates, "selected": ranked[0]["group"],
                        "selected_within_accuracy_drop": within[0]["group"] if within else None}
   if not methods:

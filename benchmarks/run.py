@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from miajax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -271,6 +272,18 @@ def lira_together(repeats):
 @benchmark("lira_16_shadows_one_by_one")
 def lira_one_by_one(repeats):
   return _shadow_entry(16, False, repeats)
+
+
+@benchmark("sweep_lenet5")
+def sweep_lenet5(repeats):
+  """K = 1, 4, 8 keep levels of the ADMM step as one stack, per strategy, on 1 and 8 forced
+  devices (benchmarks/sweep.py, in processes of their own); the best K = 8 row is the entry."""
+  import sweep  # pylint: disable=g-import-not-at-top
+  rows = sweep.run(repeats=repeats)
+  print(sweep.table(rows))
+  best = max((r for r in rows if r["trials"] == 8), key=lambda r: r["ratio_to_k_single_steps"])
+  return {"examples_per_s": best["examples_per_s_per_trial"] * 8,
+          "step_ms": best["stack_step_ms"], "best_k8": best, "rows": rows}
 
 
 def main(argv=None):

@@ -193,3 +193,44 @@ def test_a_swept_dp_trial_matches_the_same_trial_run_alone(tmp_path, data_dir):
       "dp-eps8.00-seed0"]["dp_noise_multiplier"]
   assert records["dp-eps8.00-seed0"]["dp_epsilon"] == pytest.approx(8.0, rel=1e-2)
   assert "Algorithm 1" in swept.stdout
+
+
+def _env(devices):
+  import os  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  return env | {"JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+@pytest.mark.slow
+def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_path, data_dir):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  common = ["--config=configs/default.py:smoke", "--config.methods=('pruning',)",
+            f"--config.data.dir={data_dir}", "--config.train.log_every=1"]
+
+  def run(devices, workdir, *extra):
+    out = subprocess.run([sys.executable, "-m", "miajax.main", *common, f"--workdir={workdir}",
+                          *extra], cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {r["name"]: r for r in json.loads((workdir / "results.json").read_text())}
+
+  # Four keep levels, vmapped and sharded one trial per device; each level alone on one.
+  sweep = run(4, tmp_path / "sweep", "--config.sweep.keep=(0.5,0.3,0.2,0.1)",
+              "--config.train.strategy=vmap")
+  assert sorted(sweep) == [f"pruning-keep{k}-seed0" for k in ("0.10", "0.20", "0.30", "0.50")]
+  for keep in ("0.1", "0.3"):
+    alone = run(1, tmp_path / f"alone{keep}", f"--config.pruning.keep={keep}")["pruning-seed0"]
+    name = f"pruning-keep{float(keep):.2f}-seed0"
+    got = sweep[name]
+    assert got["weights_nonzero"] == alone["weights_nonzero"], name
+    for key in ("test_accuracy", "train_accuracy"):
+      assert abs(got[key] - alone[key]) <= 0.02, (name, key)
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]
+    losses = [m["loss"] for m in read(tmp_path / "sweep" / name / "metrics.jsonl")
+              if "loss" in m]
+    want = [m["loss"] for m in read(tmp_path / f"alone{keep}" / "pruning-seed0" /
+                                     "metrics.jsonl") if "loss" in m]
+    np.testing.assert_allclose(losses, want, rtol=0.02, err_msg=name)

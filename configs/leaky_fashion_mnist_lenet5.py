@@ -39,7 +39,7 @@ def get_config(arg=None):
   c.attack.epochs = 100
   c.train.log_every = 500
   c.train.checkpoint_every = 2000
-  args = config_lib.parse_arg(arg)
+  args = config_lib.parse_arg(arg, allowed=("smoke", "sweep"))
   if "sweep" in args:
     c.methods = ("baseline", "pruning")
     c.sweep.keep = (0.5, 0.3, 0.2, 0.1, 0.05, "paper")

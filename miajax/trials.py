@@ -50,7 +50,7 @@ def make(config) -> list[Trial]:
   methods = (config.methods,) if isinstance(config.methods, str) else tuple(config.methods)
   seeds = (config.seeds,) if isinstance(config.seeds, int) else tuple(config.seeds)
   if config.lira.num_shadows:
-    if points(config, methods[0]) != [()] or any(points(config, m) != [()] for m in methods):
+    if any(points(config, m) != [()] for m in methods):
       raise UserError("sweep: got a sweep with lira.num_shadows > 0; allowed: one or the other")
     return [Trial(f"{m}-lira{i:02d}", m, int(seeds[0]) + i, i)
             for m in methods for i in range(config.lira.num_shadows + 1)]

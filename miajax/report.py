@@ -544,7 +544,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
        "no record has per_class gaps and attack accuracies"),
       ("roc.png", rocs, plot_roc, "no trial has a scores.npz with score_* arrays"),
       ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint"),
-      ("tradeoff.png", trade, plot_tradeoff, "no method was swept")):
+      *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else [])):
     if data:
       plot(data, out / filename)
       figures[filename] = "written"

@@ -195,11 +195,13 @@ def test_report_tables_pruning_and_dp_and_skips_figures_without_inputs(workdir, 
   # results.json alone: the pruning and DP rows come from its fields; figures that need
   # trial directories are skipped with a note.
   records = results.load(workdir)
-  pruned = dict(records[0], name="pruning-seed0", method="pruning", weights_total=1000,
+  pruned = dict(records[0], name="pruning-seed0", method="pruning", group="pruning",
+                weights_total=1000,
                 weights_nonzero=80, compression_ratio=12.5,
                 layer_sparsity={"conv1/kernel": {"total": 200, "nonzero": 60},
                                 "fc1/kernel": {"total": 800, "nonzero": 20}})
-  private = dict(records[1], name="dp-seed0", method="dp", dp_epsilon=6.28, dp_delta=1e-5)
+  private = dict(records[1], name="dp-seed0", method="dp", group="dp", dp_epsilon=6.28,
+                 dp_delta=1e-5)
   alone = tmp_path / "alone"
   alone.mkdir()
   (alone / "results.json").write_text(json.dumps([pruned, private]))

@@ -18,7 +18,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 KEEPS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.4, 0.25, 0.15)
@@ -33,6 +32,8 @@ def _child(devices, trial_counts, repeats):
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
   from miajax import config as config_lib, methods, models, steps  # pylint: disable=g-import-not-at-top,multiple-imports
+  from run import run_step  # pylint: disable=g-import-not-at-top
+  timed = lambda fn, state, batch, hp, n: run_step(fn, state, batch, hp, n, repeats)
 
   model = models.create("lenet5", 10)
   tx = optax.adam(1e-3)
@@ -57,22 +58,6 @@ def _child(devices, trial_counts, repeats):
     batch = {"image": rng.normal(size=(k, BATCH, 28, 28, 1)).astype(np.float32),
              "label": rng.integers(0, 10, (k, BATCH)).astype(np.int32)}
     return admm.step, state, batch, hp
-
-  def timed(fn, state, batch, hp, n):
-    holder = [state]
-
-    def call():
-      holder[0], m = fn(holder[0], batch, hp)
-      return m
-    jax.block_until_ready(call())
-    best = float("inf")
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      for _ in range(n):
-        m = call()
-      jax.block_until_ready((holder[0], m))
-      best = min(best, (time.perf_counter() - t0) / n)
-    return best
 
   step, state, batch, hp = stack(1)
   take = lambda tree: jax.tree.map(lambda x: x[0], tree)

@@ -205,6 +205,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")
   need(c.train.strategy in STRATEGIES, "train.strategy", ", ".join(STRATEGIES))
+  need(c.sweep.mode in ("grid", "zip"), "sweep.mode", "grid, zip")
   need(c.select.folds >= 2, "select.folds", "an integer >= 2")
   need(0 <= c.select.max_accuracy_drop <= 1, "select.max_accuracy_drop",
        "a fraction in [0, 1], e.g. 0.01 for one point")

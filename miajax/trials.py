@@ -69,11 +69,11 @@ def points(config, method: str) -> list[tuple]:
   """The swept (field, value) tuples that apply to `method`: a grid over the swept keys, or
   their values taken in step (`sweep.mode="zip"`). [()] when nothing applies."""
   swept = [(field, _values(config.sweep[key], key))
-           for key, (field, used_by, _) in SWEEPS.items()
-           if key in config.sweep and _values(config.sweep[key], key) and method in used_by]
+           for key, (field, used_by, _) in SWEEPS.items() if method in used_by]
+  swept = [(field, values) for field, values in swept if values]
   if not swept:
     return [()]
-  mode = config.sweep.get("mode", "grid")
+  mode = config.sweep.mode
   if mode == "grid":
     combos = itertools.product(*(vs for _, vs in swept))
   elif mode == "zip":

@@ -261,18 +261,19 @@ def evaluate(p_member, is_member) -> dict:
   Returns:
     {"attack_accuracy": balanced accuracy calling p >= 0.5 a member,
      "attack_auc": ROC AUC,
-     "attack_tpr_at_fpr": {"0.001": TPR at FPR <= 0.1%, "0.01": TPR at FPR <= 1%},
-     "gain": empirical gain (Eq. 1), "js_divergence": its Eq. 10 JS estimate}.
+     "attack_tpr_at_fpr": {"0.001": TPR at FPR < 0.1%, "0.01": TPR at FPR < 1%; None where
+     the non-members are too few to measure it},
+     "gain": empirical gain (Eq. 1), "js_divergence": its Eq. 10 JS estimate,
+     "notes": why any field is None}.
   """
   p = np.asarray(p_member, dtype=np.float64)
   gain = metrics.empirical_gain(p, is_member)
+  tpr, notes = metrics.tpr_report(p, is_member)
   return {
       'attack_accuracy': metrics.balanced_accuracy(p >= 0.5, is_member),
       'attack_auc': metrics.roc_auc(p, is_member),
-      'attack_tpr_at_fpr': {
-          '0.001': metrics.tpr_at_fpr(p, is_member, 0.001),
-          '0.01': metrics.tpr_at_fpr(p, is_member, 0.01),
-      },
+      'attack_tpr_at_fpr': tpr,
       'gain': gain,
       'js_divergence': metrics.js_from_gain(gain),
+      'notes': [f'attack_tpr_at_fpr: {n}' for n in notes],
   }

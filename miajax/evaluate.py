@@ -174,7 +174,7 @@ def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray
       name = ("online" if online else "offline") + ("_fixed_variance" if fixed else "")
       s = lira.scores(conf[0], conf[1:], keep[1:], online=online, fixed_variance=fixed)
       scores[f"lira_{name}"] = s
-      fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": {
-          "0.001": metrics.tpr_at_fpr(s, keep[0], 0.001),
-          "0.01": metrics.tpr_at_fpr(s, keep[0], 0.01)}}
+      tpr, notes = metrics.tpr_report(s, keep[0])
+      fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": tpr}
+      fields.setdefault("notes", []).extend(f"{name}: {n}" for n in notes)
   return fields, scores

@@ -79,13 +79,39 @@ def roc_auc(scores, is_member) -> float:
   return float(np.trapezoid(tpr, fpr))
 
 
-def tpr_at_fpr(scores, is_member, fpr: float) -> float:
-  """The largest TPR over ROC points whose FPR is at most `fpr` (no interpolation)."""
-  if not 0.0 <= fpr <= 1.0:
-    raise UserError(f'fpr: {fpr!r}; expected a false-positive rate in [0, 1]')
+def tpr_at_fpr(scores, is_member, fpr: float) -> float | None:
+  """TPR at the strictest-but-one threshold whose FPR is strictly below `fpr`.
+
+  "Strictly below", as the LiRA reference code reads its ROC curve: the rate the caller names is
+  never reached, only approached, so a low-FPR figure is not inflated by the point that sits
+  exactly at it. With fewer than 1/fpr non-members one false positive already exceeds the
+  rate, and "TPR at 0.1% FPR" would really be "TPR at no false positive": the result is then
+  None (`tpr_report` says why). No interpolation; ties are never split.
+  """
+  if not 0.0 < fpr <= 1.0:
+    raise UserError(f'fpr: {fpr!r}; expected a false-positive rate in (0, 1]')
   s, m = _scores_and_members(scores, is_member)
+  if (~m).sum() < min_nonmembers(fpr):
+    return None
   fprs, tprs, _ = _roc_points(s, m)
-  return float(tprs[fprs <= fpr].max())
+  return float(tprs[fprs < fpr].max())
+
+
+def min_nonmembers(fpr: float) -> int:
+  """The fewest non-members a TPR at `fpr` is reported for: 1/fpr, rounded up."""
+  return math.ceil(1.0 / fpr - 1e-9)
+
+
+def tpr_report(scores, is_member, fprs=(0.001, 0.01)) -> tuple[dict, list[str]]:
+  """{str(fpr): TPR or None} for results.json, and one note per None saying why."""
+  values, notes = {}, []
+  nonmembers = int((~_vector('is_member', is_member, bool)).sum())
+  for f in fprs:
+    values[str(f)] = tpr_at_fpr(scores, is_member, f)
+    if values[str(f)] is None:
+      notes.append(f'TPR at FPR {f}: null, {nonmembers} non-members were scored; an FPR '
+                   f'below {f} needs at least {min_nonmembers(f)}')
+  return values, notes
 
 
 def balanced_accuracy(pred_member, is_member) -> float:

@@ -453,9 +453,10 @@ def plot_roc(curves: dict[str, dict], path: Path) -> None:
     low = 1.0 / max(min(c["members"], c["non_members"]), 1)
     for attack, a in c["attacks"].items():
       fpr, tpr = np.asarray(a["fpr"]), np.asarray(a["tpr"])
+      low_tpr = a["tpr_at_fpr"]["0.001"]
       ax.plot(np.maximum(fpr, low / 2), np.maximum(tpr, low / 2),
-              label=f"{attack} AUC {a['auc']:.3f}, "
-                    f"TPR@0.1% {100 * a['tpr_at_fpr']['0.001']:.1f}%")
+              label=f"{attack} AUC {a['auc']:.3f}, TPR@0.1% " + (
+                  "not measured" if low_tpr is None else f"{100 * low_tpr:.1f}%"))
     ax.plot([low / 2, 1], [low / 2, 1], color="grey", linestyle=":", linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlim=(low / 2, 1), ylim=(low / 2, 1),
            xlabel="false positive rate", ylabel="true positive rate",

@@ -20,7 +20,7 @@ FIELDS = (
     "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
 # Computed as well, beyond the schema: the Eq. 10 JS estimate, per-class gaps (Fig. 4).
 EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_sampling",
-                "dp_model_norm", "lira", "group", "sweep", "selection_gain")
+                "dp_model_norm", "lira", "group", "sweep", "selection_gain", "notes")
 
 
 def record(**fields: Any) -> dict[str, Any]:

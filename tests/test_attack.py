@@ -246,10 +246,12 @@ def test_evaluate_keys_and_values():
   p = np.where(is_member, 0.9, 0.1)
   out = attack.evaluate(p, is_member)
   assert set(out) == {'attack_accuracy', 'attack_auc', 'attack_tpr_at_fpr', 'gain',
-                      'js_divergence'}
-  assert set(out['attack_tpr_at_fpr']) == {'0.001', '0.01'}
+                      'js_divergence', 'notes'}
   assert out['attack_accuracy'] == 1.0 and out['attack_auc'] == 1.0
-  assert out['attack_tpr_at_fpr'] == {'0.001': 1.0, '0.01': 1.0}
+  # 500 non-members measure FPR 1% but not 0.1%: that one is null, with its reason.
+  assert out['attack_tpr_at_fpr'] == {'0.001': None, '0.01': 1.0}
+  assert out['notes'] == ['attack_tpr_at_fpr: TPR at FPR 0.001: null, 500 non-members were '
+                          'scored; an FPR below 0.001 needs at least 1000']
   assert out['gain'] == pytest.approx(2 * math.log(0.9))
   assert out['js_divergence'] == pytest.approx(math.log(0.9) + math.log(2.0))
   for v in (out['attack_accuracy'], out['attack_auc'], out['gain'], out['js_divergence']):

@@ -31,21 +31,42 @@ def test_roc_auc_matches_sklearn(seed):
 
 
 @pytest.mark.parametrize('seed', range(12))
-def test_tpr_at_fpr_matches_sklearn(seed):
+def test_tpr_at_fpr_matches_sklearn_strictly_below_the_rate(seed):
   scores, is_member = _random_case(seed)
   # drop_intermediate=False: the dropped collinear points can be the answer.
   fpr, tpr, _ = skm.roc_curve(is_member, scores, drop_intermediate=False)
-  for target in (0.0, 0.001, 0.01, 0.05, 0.1, 0.3, 1.0):
-    assert metrics.tpr_at_fpr(scores, is_member, target) == pytest.approx(
-        tpr[fpr <= target].max(), abs=1e-12)
+  for target in (0.05, 0.1, 0.3, 1.0):
+    if (~is_member).sum() >= 1 / target:
+      assert metrics.tpr_at_fpr(scores, is_member, target) == pytest.approx(
+          tpr[fpr < target].max(), abs=1e-12)
+
+
+def test_tpr_at_fpr_never_counts_the_point_at_the_rate():
+  # One non-member in ten above every member: FPR 0.1 exactly, TPR 1 there.
+  scores = np.concatenate([np.full(10, 1.0), [2.0], np.zeros(9)])
+  is_member = np.array([True] * 10 + [False] * 10)
+  assert metrics.tpr_at_fpr(scores, is_member, 0.1) == 0.0
+  assert metrics.tpr_at_fpr(scores, is_member, 0.11) == 1.0
+
+
+def test_tpr_at_fpr_is_null_with_fewer_non_members_than_one_over_the_rate():
+  rng = np.random.default_rng(0)
+  scores, is_member = rng.normal(size=1998), np.arange(1998) % 2 == 0   # 999 non-members
+  assert metrics.tpr_at_fpr(scores, is_member, 0.001) is None
+  assert metrics.tpr_at_fpr(scores, is_member, 0.01) is not None
+  values, notes = metrics.tpr_report(scores, is_member)
+  assert values['0.001'] is None and values['0.01'] is not None
+  assert notes == ['TPR at FPR 0.001: null, 999 non-members were scored; an FPR below '
+                   '0.001 needs at least 1000']
+  scores, is_member = rng.normal(size=2000), np.arange(2000) % 2 == 0    # 1000: measured
+  assert metrics.tpr_report(scores, is_member)[1] == []
 
 
 def test_tpr_at_fpr_never_splits_a_tie():
   scores = np.array([1.0, 1.0, 0.0, 0.0])
   is_member = np.array([True, False, True, False])
-  assert metrics.tpr_at_fpr(scores, is_member, 0.0) == 0.0
-  assert metrics.tpr_at_fpr(scores, is_member, 0.49) == 0.0
-  assert metrics.tpr_at_fpr(scores, is_member, 0.5) == 0.5
+  assert metrics.tpr_at_fpr(scores, is_member, 0.5) == 0.0
+  assert metrics.tpr_at_fpr(scores, is_member, 0.51) == 0.5
   assert metrics.roc_auc(scores, is_member) == 0.5
 
 
@@ -184,6 +205,7 @@ def test_per_class():
     (lambda: metrics.roc_auc([0.1, 0.2, 0.3], [True, False]), 'is_member'),
     (lambda: metrics.roc_auc([0.1, np.nan], [True, False]), 'scores'),
     (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 1.5), 'fpr'),
+    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 0.0), 'fpr'),
     (lambda: metrics.empirical_gain([0.5, 1.2], [True, False]), 'p_member'),
     (lambda: metrics.balanced_accuracy([0.3, 1.0], [True, False]), 'pred_member'),
     (lambda: metrics.loss_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),

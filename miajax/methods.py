@@ -157,9 +157,14 @@ def _admm_step(state, batch, hp, *, model, tx, loss_fn=steps.classifier_loss):
 
 def _admm_update(state, hp, *, growth):
   """Z-projection, dual update, residuals ||W_i - Z_i|| per layer (ADMM has converged when
-  they approach 0); rho grows by `growth` per update (1.0: fixed)."""
+  they approach 0); rho grows by `growth` per update (1.0: fixed).
+
+  U is the scaled dual, U = Y / rho. When rho is multiplied by g, U must be divided by g so the
+  unscaled dual Y carries over (Boyd et al. 2011, section 3.4.1); otherwise every earlier
+  residual would weigh g^updates too much in the proximal term.
+  """
   z = pruning.project_tree(jax.tree.map(jnp.add, state.params, state.extra["u"]), hp["counts"])
-  u = jax.tree.map(lambda u, w, z: u + w - z, state.extra["u"], state.params, z)
+  u = jax.tree.map(lambda u, w, z: (u + w - z) / growth, state.extra["u"], state.params, z)
   residual = _prunable_map(lambda w, z: jnp.sqrt(jnp.sum(jnp.square(w - z))), hp["counts"],
                            state.params, z)
   extra = state.extra | {"z": z, "u": u, "rho": state.extra["rho"] * growth}

@@ -81,6 +81,29 @@ def test_admm_update_projects_w_plus_u_exactly_and_accumulates_the_dual():
       jax.tree.map(lambda x: x[0], w))}
 
 
+def test_admm_update_rescales_the_scaled_dual_when_rho_grows():
+  # U = Y / rho: with rho *= g, the unscaled dual Y = rho * U must carry over unchanged, so the
+  # new U is (U + W - Z) / g (Boyd et al. 2011, 3.4.1).
+  growth = 1.5
+  config, model, tx, _, state, hp = _setup("pruning", **{"admm.rho": 0.2,
+                                                         "admm.rho_growth": growth})
+  recipe = methods.recipe("pruning", config, model, tx, steps_per_epoch=10, num_classes=10,
+                          num_members=640)
+  admm = _phase(recipe, "admm")
+  state = steps.lift_update(lambda s, h: (admm.enter(s, h), {}), "vmap")(state, hp)[0]
+  step, update = steps.lift(admm.step, "vmap"), steps.lift_update(admm.periodic, "vmap")
+  for i in range(2):
+    state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
+    rho, u, w = jax.device_get((state.extra["rho"], state.extra["u"], state.params))
+    state, _ = update(state, hp)
+    assert float(state.extra["rho"][0]) == pytest.approx(float(rho[0]) * growth)
+    for path, _ in jax.tree_util.tree_leaves_with_path(hp["counts"]):
+      get = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
+      y_before = rho[0] * (get(u) + get(w) - get(state.extra["z"]))
+      np.testing.assert_allclose(state.extra["rho"][0] * get(state.extra["u"]), y_before,
+                                 rtol=1e-5, atol=1e-8)
+
+
 def test_masked_retraining_keeps_pruned_weights_and_adam_moments_exactly_zero():
   _, _, _, recipe, state, hp = _setup("pruning")
   retrain = _phase(recipe, "retrain")

@@ -286,6 +286,162 @@ def sweep_lenet5(repeats):
           "step_ms": best["stack_step_ms"], "best_k8": best, "rows": rows}
 
 
+# ---------------------------------------------------------------- sparse inference
+
+# Inference paths of a pruned model (see `_sparse_inference`): "dense" is XLA with the zeros
+# in the kernels; the others replace layers by a multiplication that skips the zeros.
+SPARSE_PATHS = ("dense", "bcoo_fc", "gather_fc", "bcoo_all")
+
+
+def _conv_padding(padding):
+  """nn.Conv's padding as lax wants it: "SAME"/"VALID" or a (low, high) pair per axis."""
+  if isinstance(padding, str):
+    return padding
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
+def _as_matrix(name, kernel):
+  """A kernel as the (inputs, outputs) matrix its layer multiplies by: Dense kernels as they
+  are; HWIO conv kernels in the (C, kh, kw) order of `lax.conv_general_dilated_patches`."""
+  kernel = np.asarray(kernel)
+  if kernel.ndim == 2:
+    return kernel
+  if kernel.ndim != 4:
+    raise ValueError(f"{name}: kernel of shape {kernel.shape}")
+  return kernel.transpose(2, 0, 1, 3).reshape(-1, kernel.shape[-1])
+
+
+def _gather_matrix(matrix):
+  """ELL layout of a sparse (inputs, outputs) matrix: per output, the rows of its nonzeros
+  and their values, padded with (row 0, value 0) to the fullest output's count."""
+  nonzero = matrix != 0
+  width = max(int(nonzero.sum(0).max()), 1)
+  rows = np.zeros((matrix.shape[1], width), np.int32)
+  values = np.zeros((matrix.shape[1], width), matrix.dtype)
+  for j in range(matrix.shape[1]):
+    r = np.flatnonzero(nonzero[:, j])
+    rows[j, :len(r)], values[j, :len(r)] = r, matrix[r, j]
+  return {"rows": jnp.asarray(rows), "values": jnp.asarray(values)}
+
+
+def _sparse_apply(model, path, variables, sparse_kernels, images):
+  """model.apply(..., train=False) with its Dense (and for bcoo_all its Conv) layers computed
+  from `sparse_kernels` ({"fc1": BCOO or ELL dict}) instead of their dense kernels."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+
+  def matmul(x, kernel):
+    if path == "gather_fc":    # sum over each output's nonzeros: x[:, rows] * values
+      return jnp.einsum("bom,om->bo", x[:, kernel["rows"]], kernel["values"])
+    return x @ kernel          # dense @ BCOO: jax.experimental.sparse's dot_general
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    name = "/".join(module.path)
+    if context.method_name != "__call__" or name not in sparse_kernels:
+      return next_fun(*args, **kwargs)
+    (x,) = args
+    own = module.variables["params"]
+    if isinstance(module, nn.Dense):
+      y = matmul(x, sparse_kernels[name])
+    else:                      # a Conv: im2col, then the sparse matrix product
+      strides = module.strides or 1
+      strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+      patches = lax.conv_general_dilated_patches(
+          x, tuple(module.kernel_size), strides, _conv_padding(module.padding),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = matmul(patches.reshape(-1, patches.shape[-1]), sparse_kernels[name])
+      y = y.reshape(*patches.shape[:3], -1)
+    return y + own["bias"] if "bias" in own else y
+
+  with nn.intercept_methods(interceptor):
+    return model.apply(variables, images, train=False)
+
+
+def _sparse_inference(model_name, input_shape, paths, rounds, calls):
+  """Inference of `model_name` pruned to App. E's rates (random weights, pruned with the
+  `pruning` helpers) per batch size and path ({batch: paths}, "dense" first): ms per call,
+  examples/s, ratio to dense, and the largest logit difference to dense."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  from jax.experimental import sparse  # pylint: disable=g-import-not-at-top
+  from miajax import pruning  # pylint: disable=g-import-not-at-top
+  model = models.create(model_name, 10)
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False))(
+      jax.random.PRNGKey(0))
+  params = variables["params"]
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, *input_shape)), train=False))
+  fractions = pruning.keep_fractions(shapes["params"], "paper")
+  counts = pruning.count_tree(params, pruning.keep_counts(shapes["params"], fractions))
+  variables = {**variables, "params": jax.jit(pruning.project_tree)(params, counts)}
+  flat = {"/".join(path): np.asarray(leaf) for path, leaf in
+          traverse_util.flatten_dict(variables["params"]).items()
+          if pruning.is_prunable(path, leaf)}
+  stats = pruning.compression(variables["params"])
+  dense_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  rows = []
+  rng = np.random.default_rng(0)
+  batches = tuple(paths)
+  for batch in batches:
+    images = jnp.asarray(rng.normal(size=(batch, *input_shape)), jnp.float32)
+    runs = {}
+    for path in paths[batch]:
+      if path == "dense":
+        fn, args = dense_fn, (variables, images)
+      else:
+        layers = {n.removesuffix("/kernel"): k for n, k in flat.items()
+                  if path == "bcoo_all" or k.ndim == 2}
+        kernels = {n: (_gather_matrix(_as_matrix(n, k)) if path == "gather_fc"
+                       else sparse.BCOO.fromdense(_as_matrix(n, k))) for n, k in layers.items()}
+        fn = jax.jit(functools.partial(_sparse_apply, model, path))
+        args = (variables, kernels, images)
+      runs[path] = (fn, args, np.asarray(fn(*args)))  # compiled before any timing
+    # Rounds of every path back to back, best round per path: on a shared machine, load that
+    # comes and goes then hits every path alike instead of whichever ran during it.
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+      for path, (fn, args, _) in runs.items():
+        best[path] = min(best[path], time_calls(fn, args, calls(batch, path), 1))
+    reference = runs["dense"][2]
+    for path, (_, _, logits) in runs.items():
+      rows.append({"model": model_name, "batch": batch, "path": path, "ms": best[path] * 1e3,
+                   "examples_per_s": batch / best[path],
+                   "ratio_to_dense": best["dense"] / best[path],
+                   "max_abs_diff_to_dense": float(np.abs(logits - reference).max())})
+  print(f"{model_name}: {stats['weights_nonzero']:,} of {stats['weights_total']:,} weights "
+        f"nonzero ({stats['compression_ratio']:.2f}x fewer)")
+  print("| model | batch | path | ms/call | ex/s | vs dense |")
+  print("|-------|------:|------|--------:|-----:|---------:|")
+  for r in rows:
+    print(f"| {r['model']} | {r['batch']} | {r['path']} | {r['ms']:.3f} | "
+          f"{r['examples_per_s']:.0f} | {r['ratio_to_dense']:.2f}x |")
+  largest = [r for r in rows if r["batch"] == max(batches)]
+  best = max((r for r in largest if r["path"] != "dense"), key=lambda r: r["examples_per_s"])
+  return {"examples_per_s": best["examples_per_s"], "step_ms": best["ms"],
+          "best_sparse_at_largest_batch": best, "weights_total": stats["weights_total"],
+          "weights_nonzero": stats["weights_nonzero"], "rows": rows}
+
+
+@benchmark("sparse_inference_lenet5")
+def sparse_inference_lenet5(repeats):
+  # Batch 1 takes ~0.2 ms a call, where one scheduling hiccup is a large fraction: more calls
+  # and rounds.
+  return _sparse_inference("lenet5", (28, 28, 1), {1: SPARSE_PATHS, 256: SPARSE_PATHS},
+                           3 * repeats, calls=lambda batch, path: 500 if batch == 1 else 10)
+
+
+@benchmark("sparse_inference_resnet18")
+def sparse_inference_resnet18(repeats):
+  # gather_fc is left out: ResNet-18's one Dense layer is 512x10. bcoo_all only at batch 1:
+  # dense @ BCOO materialises (rows, nonzeros) products before summing them, which for a
+  # first-stage conv at batch 64 is 65k x 18k floats (XLA's temp buffer: 4.8 GB).
+  return _sparse_inference("resnet18", (32, 32, 3),
+                           {1: ("dense", "bcoo_fc", "bcoo_all"), 64: ("dense", "bcoo_fc")},
+                           repeats, calls=lambda batch, path: 5 if batch == 1 else 2)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", default="", help="comma-separated benchmark names")

@@ -1,8 +1,10 @@
 """LiRA (Carlini et al. 2022) on the Fashion-MNIST LeNet-5 baseline, CPU-sized.
 
-A target and 16 shadow models of the baseline recipe train together as one stack, each on a
-seeded random half of a 10,000-image pool of members. Any method works:
+A target and 16 shadow models of the baseline recipe train together as one stack, each on
+exactly 5,000 of a 10,000-image pool of members (`lira.keep_masks`); RMIA is measured beside
+LiRA with the shadows as its reference models. Any method works:
 --config.methods="('pruning',)"; any other config takes --config.lira.num_shadows=16.
+Where the target leaks: `lira_leaky_fashion_mnist_lenet5.py`.
 """
 
 from miajax import config as config_lib

@@ -15,7 +15,9 @@ gain back into the classifier.
 
 The attack is trained to maximise the empirical gain of Eq. 1 on balanced batches (a member
 batch and a non-member batch of the same size), i.e. to minimise a balanced binary
-cross-entropy.
+cross-entropy: `train` for a fixed number of epochs, `train_early_stopped` keeping the epoch
+with the best gain on a held-out set (what the audit uses, so a small attack-train set is not
+memorised for 100 epochs).
 """
 
 import functools
@@ -202,19 +204,7 @@ def _probs_and_labels(prefix, probs, labels, num_classes):
   return p, y.astype(np.int32)
 
 
-def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
-          nonmember_labels, *, epochs, batch_size=64, learning_rate=1e-3):
-  """Trains an attack on fixed member / non-member outputs (the post-hoc protocol).
-
-  Each epoch draws a fresh seeded shuffle of both sets and runs min(N_in, N_out) // B
-  balanced steps (the remainder of each set sits out that epoch, a different one each
-  time); B is `batch_size`, or the smaller set's size if that is less. One compiled epoch
-  serves every epoch.
-
-  Returns:
-    The trained "params" collection of `create(kind, num_classes)`.
-  """
-  model = create(kind, num_classes)
+def _check_hyperparameters(epochs, batch_size, learning_rate):
   if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
     raise UserError(f'attack.epochs: {epochs!r}; expected an integer >= 0')
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -223,6 +213,13 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
   if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) \
       or not 0 < learning_rate < math.inf:
     raise UserError(f'attack.learning_rate: {learning_rate!r}; expected a finite number > 0')
+
+
+def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
+            nonmember_labels, *, epochs, batch_size, learning_rate):
+  """Yields (0, initial params), then (epoch, params) after each of `epochs` epochs."""
+  model = create(kind, num_classes)
+  _check_hyperparameters(epochs, batch_size, learning_rate)
   p_in, y_in = _probs_and_labels('member_', member_probs, member_labels, num_classes)
   p_out, y_out = _probs_and_labels('nonmember_', nonmember_probs, nonmember_labels,
                                    num_classes)
@@ -236,10 +233,80 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
   init_key, epoch_key = jax.random.split(key)
   state = init_state(init_key, model, num_classes, float(learning_rate))
   data = jax.device_put((p_in, y_in, p_out, y_out))
+  yield 0, state.params
   for epoch in range(int(epochs)):
     state, _ = _train_epoch(state, jax.random.fold_in(epoch_key, epoch), model, tx, *data,
                             steps=steps, batch_size=batch)
-  return state.params
+    yield epoch + 1, state.params
+
+
+def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
+          nonmember_labels, *, epochs, batch_size=64, learning_rate=1e-3):
+  """Trains an attack on fixed member / non-member outputs (the post-hoc protocol).
+
+  Each epoch draws a fresh seeded shuffle of both sets and runs min(N_in, N_out) // B
+  balanced steps (the remainder of each set sits out that epoch, a different one each
+  time); B is `batch_size`, or the smaller set's size if that is less. One compiled epoch
+  serves every epoch.
+
+  Returns:
+    The trained "params" collection of `create(kind, num_classes)`.
+  """
+  for _, params in _epochs(key, kind, num_classes, member_probs, member_labels,
+                           nonmember_probs, nonmember_labels, epochs=epochs,
+                           batch_size=batch_size, learning_rate=learning_rate):
+    pass
+  return params  # pylint: disable=undefined-loop-variable
+
+
+def train_early_stopped(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
+                        nonmember_labels, held_probs, held_labels, held_is_member, *, epochs,
+                        batch_size=64, learning_rate=1e-3, patience=None):
+  """`train`, keeping the epoch whose attack has the best gain on a held-out set.
+
+  The training sequence is `train`'s with the same arguments, so the result equals
+  `train(..., epochs=best_epoch)`. Before training and after every epoch the attack scores
+  the held-out examples (disjoint from the training ones, members and non-members) and its
+  empirical gain (Eq. 1) is measured; the earliest epoch with the largest gain wins. An attack
+  that memorises its training set stops improving the held-out gain, so the epoch count
+  follows the signal there is; epoch 0, the untrained attack (gain about -log 4, a coin),
+  wins when no training generalises.
+
+  Args:
+    key, kind, num_classes, member_probs, member_labels, nonmember_probs, nonmember_labels,
+      batch_size, learning_rate: as for `train`.
+    held_probs, held_labels, held_is_member: the held-out set, (N, C), (N,), (N,) bool.
+    epochs: the most epochs to train.
+    patience: stop once this many epochs have passed without a better held-out gain; None
+      runs all `epochs`.
+
+  Returns:
+    (params of the best epoch, that epoch, the held-out gain from epoch 0 to the last run).
+  """
+  model = create(kind, num_classes)
+  _check_hyperparameters(epochs, batch_size, learning_rate)
+  if patience is not None and (isinstance(patience, bool) or
+                               not isinstance(patience, (int, np.integer)) or patience < 1):
+    raise UserError(f'patience: {patience!r}; expected None or an integer >= 1')
+  held_p, held_y = _probs_and_labels('held_', held_probs, held_labels, num_classes)
+  held_m = np.asarray(held_is_member)
+  if held_m.shape != held_y.shape or not np.isin(held_m, (0, 1)).all() \
+      or held_m.all() or not held_m.any():
+    raise UserError(f'held_is_member: shape {held_m.shape}, {int(held_m.sum())} members; '
+                    f'expected ({held_y.size},) booleans with members and non-members')
+  held_m = held_m.astype(bool)
+  held = jax.device_put((held_p, held_y))
+  best, best_epoch, gains = None, 0, []
+  for epoch, params in _epochs(key, kind, num_classes, member_probs, member_labels,
+                               nonmember_probs, nonmember_labels, epochs=epochs,
+                               batch_size=batch_size, learning_rate=learning_rate):
+    p = scipy.special.expit(np.asarray(_logits(params, model, *held), np.float64))
+    gains.append(metrics.empirical_gain(p, held_m))
+    if gains[-1] > gains[best_epoch] or best is None:
+      best, best_epoch = params, epoch
+    elif patience is not None and epoch - best_epoch >= patience:
+      break
+  return best, best_epoch, gains
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
@@ -255,22 +322,33 @@ def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
   return scipy.special.expit(logits)
 
 
-def evaluate(p_member, is_member) -> dict:
+def evaluate(p_member, is_member, threshold=0.5) -> dict:
   """The attack's audit numbers for results.json.
 
+  Args:
+    p_member: the attack's P(member) for each audit example, (N,).
+    is_member: the truth, (N,) bool.
+    threshold: the decision threshold on P(member), chosen without these examples (`evaluate`
+      never fits anything to them).
+
   Returns:
-    {"attack_accuracy": balanced accuracy calling p >= 0.5 a member,
+    {"attack_accuracy": balanced accuracy calling p >= threshold a member,
+     "attack_accuracy_at_half": the same at p >= 0.5, the attack's own decision rule,
      "attack_auc": ROC AUC,
      "attack_tpr_at_fpr": {"0.001": TPR at FPR < 0.1%, "0.01": TPR at FPR < 1%; None where
      the non-members are too few to measure it},
      "gain": empirical gain (Eq. 1), "js_divergence": its Eq. 10 JS estimate,
      "notes": why any field is None}.
   """
+  if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+      or not math.isfinite(threshold):
+    raise UserError(f'threshold: {threshold!r}; expected a finite number')
   p = np.asarray(p_member, dtype=np.float64)
   gain = metrics.empirical_gain(p, is_member)
   tpr, notes = metrics.tpr_report(p, is_member)
   return {
-      'attack_accuracy': metrics.balanced_accuracy(p >= 0.5, is_member),
+      'attack_accuracy': metrics.balanced_accuracy(p >= threshold, is_member),
+      'attack_accuracy_at_half': metrics.balanced_accuracy(p >= 0.5, is_member),
       'attack_auc': metrics.roc_auc(p, is_member),
       'attack_tpr_at_fpr': tpr,
       'gain': gain,

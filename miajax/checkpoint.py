@@ -5,12 +5,17 @@ The run keeps its trials stacked on a leading axis; on disk each trial is its ow
 so one configuration of a sweep can be inspected, restored or audited on its own.
 """
 
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+from miajax.errors import UserError
 
 
 class TrialCheckpoints:
@@ -41,10 +46,65 @@ class TrialCheckpoints:
   def restore(self, step: int, like: Any, sharding=None) -> Any:
     """The stack at `step`, shaped (and laid out, with `sharding`) like the state `like`."""
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), like)
-    trials = [m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template))
-                        ).state for m in self.managers]
+    trials = []
+    for name, m in zip(self.names, self.managers):
+      try:
+        trials.append(m.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(template))).state)
+      except Exception as e:  # pylint: disable=broad-except
+        raise RuntimeError(f"{name} at step {step}: {_first_line(e)}") from e
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trials)
     return jax.device_put(stacked, sharding) if sharding is not None else stacked
+
+  def restore_latest(self, like: Any, sharding=None) -> tuple[int, Any]:
+    """The newest step at which every trial's checkpoint restores, and the stack there.
+
+    A step that does not restore (a truncated or missing file) is skipped with a warning and
+    left on disk; so are the newer steps of the other trials, moved aside into
+    `checkpoints_set_aside/` beside `checkpoints/` so the resumed run can save those steps
+    again. Returns (0, None) when there is no checkpoint at all.
+
+    Raises:
+      UserError: checkpoints exist but no step restores for every trial.
+    """
+    steps = sorted(set.intersection(*(set(m.all_steps()) for m in self.managers)) or (),
+                   reverse=True)
+    failure = None
+    for step in steps:
+      try:
+        state = self.restore(step, like, sharding)
+      except Exception as e:  # pylint: disable=broad-except
+        failure = e
+        logging.warning("checkpoint step %d does not restore (%s); trying an older one",
+                        step, _first_line(e))
+        continue
+      self._set_aside_after(step)
+      return step, state
+    if failure is not None:
+      raise UserError(
+          f"no checkpoint of {', '.join(self.names)} restores ({_first_line(failure)}); "
+          f"allowed: move {Path(self.managers[0].directory).parent.parent} elsewhere to "
+          "train again, or a new --workdir")
+    self._set_aside_after(0)
+    return 0, None
+
+  def _set_aside_after(self, step: int) -> None:
+    """Moves every trial's checkpoints newer than `step` out of Orbax's way (never deletes)."""
+    for m in self.managers:
+      newer = [s for s in m.all_steps() if s > step]
+      if newer and jax.process_index() == 0:
+        aside = Path(m.directory).parent / "checkpoints_set_aside"
+        aside.mkdir(exist_ok=True)
+        for s in newer:
+          target = aside / str(s)
+          while target.exists():
+            target = target.with_name(target.name + "_")
+          shutil.move(str(Path(m.directory) / str(s)), target)
+          logging.warning("set aside %s (newer than the step the run resumes from)", target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("checkpoints set aside")
+    for m in self.managers:
+      m.reload()
 
   def meta(self, step: int) -> list[dict]:
     return [m.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -57,3 +117,8 @@ class TrialCheckpoints:
   def close(self) -> None:
     for m in self.managers:
       m.close()
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__

@@ -19,6 +19,7 @@ def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                   # membership splits; shared by every trial of the run
   c.seeds = (0,)               # one trial per seed and method: init, data order, noise
+  c.split_per_trial = False    # True: each trial draws its own split from (seed, its seed)
   c.methods = ("baseline",)
 
   c.data = ml_collections.ConfigDict()
@@ -47,7 +48,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.epochs = 300.0       # baseline, minmax and dp; App. C
   c.train.log_every = 50       # steps between progress lines (and NaN checks)
   c.train.checkpoint_every = 500
-  c.train.strategy = "auto"    # how trials execute: vmap, map (lax.map), auto (per backend)
+  c.train.strategy = "auto"    # how trials execute: vmap, map, loop; auto: loop on CPU, else vmap
 
   c.pruning = ml_collections.ConfigDict()
   c.pruning.keep = "paper"     # "paper" (App. E), a global fraction, "a,b,c" per layer, or "fc1=0.1,..."
@@ -75,6 +76,7 @@ def base() -> ml_collections.ConfigDict:
   c.attack.epochs = 100        # App. D: post-hoc attack retrained for 100 epochs
   c.attack.learning_rate = 1e-3
   c.attack.batch_size = 64
+  c.attack.bootstrap_replicates = 1000   # per-trial intervals over the audit examples
 
   # Trials that differ in traced hyperparameters (see miajax/trials.py): each non-empty tuple
   # replaces its field for the methods that use it, e.g. sweep.keep=(0.5, 0.1, "paper"); one
@@ -95,9 +97,12 @@ def base() -> ml_collections.ConfigDict:
 
   # LiRA (Carlini et al. 2022): per method, a target and num_shadows shadow models of the same
   # recipe train together as one stack, each on a seeded random half of the members (the
-  # pool); 0 turns it off and runs the paper's audit instead.
+  # pool); 0 turns it off and runs the paper's audit instead. RMIA (Zarifzadeh et al. 2024)
+  # runs beside it with the shadows as reference models; rmia_offline_a is the `a` of its
+  # offline approximation Pr(x) = ((1 + a) Pr_OUT(x) + 1 - a) / 2, in [0, 1].
   c.lira = ml_collections.ConfigDict()
   c.lira.num_shadows = 0
+  c.lira.rmia_offline_a = 0.3
   return c
 
 
@@ -109,6 +114,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.admm.update_every = min(c.admm.update_every, 10)
   c.pruning.retrain_epochs = min(c.pruning.retrain_epochs, 1.0)
   c.attack.epochs = min(c.attack.epochs, 5)
+  c.attack.bootstrap_replicates = min(c.attack.bootstrap_replicates, 200)
   c.train.log_every = 10
   c.train.checkpoint_every = 50
   return c
@@ -222,8 +228,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.attack.kind in ("nasr", "one_layer"), "attack.kind", "nasr, one_layer")
   need(c.lira.num_shadows == 0 or c.lira.num_shadows >= 2, "lira.num_shadows",
        "0 (off) or an integer >= 2")
+  need(not (c.split_per_trial and c.lira.num_shadows), "split_per_trial",
+       "False with lira.num_shadows > 0 (LiRA draws each model's members from one pool)")
   need(c.attack.epochs >= 0, "attack.epochs", "an integer >= 0")
   need(c.attack.batch_size > 0, "attack.batch_size", "a positive integer")
+  need(c.attack.bootstrap_replicates >= 10, "attack.bootstrap_replicates", "an integer >= 10")
   need(_finite_positive(c.attack.learning_rate), "attack.learning_rate", "a finite number > 0")
   if any(m in ("pruning", "pruning_minmax") for m in methods):
     parse_keep(c.pruning.keep)

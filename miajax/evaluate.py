@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from miajax import attack
 from miajax import lira
 from miajax import metrics
+from miajax import rmia
 from miajax import splits as splits_lib
 from miajax.data import pipeline
 
@@ -76,49 +77,155 @@ def accuracies(out: Outputs) -> tuple[np.ndarray, np.ndarray]:
   return train, test
 
 
+# Global-threshold attacks: name -> per-example score (higher = member), from logits and labels.
 THRESHOLD_ATTACKS = {
     "loss": metrics.loss_score,
     "confidence": metrics.confidence_score,
     "entropy": metrics.modified_entropy_score,
+    "logit": metrics.logit_score,
 }
+# Song & Mittal's class-dependent thresholds: name -> the THRESHOLD_ATTACKS score thresholded
+# per class. Its per-example score is that score minus the example's class threshold.
+CLASS_THRESHOLD_ATTACKS = {"loss_class": "loss", "entropy_class": "entropy"}
+# The NN attack's share of split 0 held out from its training, to choose its epochs and its
+# decision threshold (members and non-members held out separately, at this fraction each).
+HELD_OUT_FRACTION = 0.2
+# Bootstrap replicates behind each 95% interval over audit examples.
+BOOTSTRAP_REPLICATES = 1000
+
+
+def _class_matched(members: np.ndarray, nonmembers: np.ndarray, labels: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Per class, a seeded random min(#members, #non-members) of each; indices sorted.
+
+  Split 0's members and non-members are drawn without regard to class, so their class counts
+  differ by chance (e.g. 108 vs 151 examples of one class among 1,250). The NN attack sees the
+  label and would learn those counts as a class prior: no property of the model, and not
+  shared by split 1, whose own chance counts differ. Equal counts per class leave nothing to
+  learn from the label alone.
+  """
+  order_in = rng.permutation(members)
+  order_out = rng.permutation(nonmembers)
+
+  def rank_in_class(idx):
+    """Each example's rank within its class in the shuffled order, and the class counts."""
+    y = labels[idx]
+    by_class = np.argsort(y, kind="stable")
+    counts = np.bincount(y, minlength=int(labels.max()) + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(idx.size, np.int64)
+    rank[by_class] = np.arange(idx.size) - starts[y[by_class]]
+    return rank, counts
+
+  rank_in, count_in = rank_in_class(order_in)
+  rank_out, count_out = rank_in_class(order_out)
+  keep = np.minimum(count_in, count_out)
+  return (np.sort(order_in[rank_in < keep[labels[order_in]]]),
+          np.sort(order_out[rank_out < keep[labels[order_out]]]))
+
+
+def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(fit members, fit non-members, held-out examples): HELD_OUT_FRACTION of each group."""
+  members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
+  a = max(1, round(HELD_OUT_FRACTION * members.size))
+  b = max(1, round(HELD_OUT_FRACTION * nonmembers.size))
+  return members[a:], nonmembers[b:], np.concatenate([members[:a], nonmembers[:b]])
+
+
+def _nn_attack(probs, labels, is_member, members, nonmembers, num_classes, attack_config, key,
+               rng):
+  """The NN attack on (members, non-members), its epochs and threshold chosen on a held-out
+  share of them. Returns (params, epochs, threshold), the threshold on P(member)."""
+  members, nonmembers = _class_matched(members, nonmembers, labels, rng)
+  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
+  params, epochs, _ = attack.train_early_stopped(
+      key, attack_config.kind, num_classes, probs[fit_in], labels[fit_in], probs[fit_out],
+      labels[fit_out], probs[held], labels[held], is_member[held],
+      epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
+      learning_rate=float(attack_config.learning_rate))
+  p_held = attack.predict(params, attack_config.kind, num_classes, probs[held], labels[held])
+  return params, epochs, metrics.fit_threshold(p_held, is_member[held])
 
 
 def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
           ) -> tuple[dict, dict[str, np.ndarray]]:
   """Every attack on trial k: learned on split 0, measured on split 1 (the audit set).
 
-  Returns the record fields and the per-example scores (higher = more likely member) of all
-  audit and reference examples, for scores.npz.
+  The NN attack (`attack_config`) trains on split 0 with the same number of members and of
+  non-members in every class (`_class_matched`), less a held-out share (HELD_OUT_FRACTION of
+  each group) on which its number of epochs (the best held-out gain, at most
+  `attack_config.epochs`) and its decision threshold (the best held-out balanced accuracy) are
+  chosen. The threshold attacks fit their thresholds on all of split 0: one global threshold
+  for each of THRESHOLD_ATTACKS, one per class for CLASS_THRESHOLD_ATTACKS. Split 1 is only
+  measured.
+
+  Returns:
+    The record fields: `attack.evaluate`'s (attack_accuracy at the chosen threshold,
+    attack_accuracy_at_half at p >= 0.5, AUC, TPR, gain, notes), attack_epochs,
+    attack_threshold, threshold_attacks {name: {accuracy, auc}}, intervals (95% stratified
+    bootstrap intervals over audit examples: attack_accuracy, attack_auc, attack_tpr_at_fpr,
+    and threshold_attacks {name: {accuracy, auc}}), per_class; and the per-example scores
+    of every example of both splits for scores.npz: score_nn (P(member)), score_<name> for
+    each threshold attack (for a class-threshold attack, the score minus its class's
+    threshold).
   """
   logits = out.logits[k]
   probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)
-  fit = out.split == 0
-  members_fit, nonmembers_fit = out.select(True, 0), out.select(False, 0)
-  params = attack.train(
-      jax.random.PRNGKey(seed), attack_config.kind, num_classes,
-      probs[members_fit], out.labels[members_fit],
-      probs[nonmembers_fit], out.labels[nonmembers_fit],
-      epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-      learning_rate=float(attack_config.learning_rate))
-  scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, probs,
-                                       out.labels)}
-  for name, score_fn in THRESHOLD_ATTACKS.items():
-    scores[f"score_{name}"] = score_fn(logits, out.labels)
+  labels, is_member = out.labels, out.is_member
+  fit, test = out.split == 0, out.split == 1
+  rng = np.random.default_rng(seed)
+  params, epochs, threshold = _nn_attack(
+      probs, labels, is_member, np.flatnonzero(out.select(True, 0)),
+      np.flatnonzero(out.select(False, 0)), num_classes, attack_config,
+      jax.random.PRNGKey(seed), rng)
+  scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, probs, labels)}
+  fields = attack.evaluate(scores["score_nn"][test], is_member[test], threshold=threshold)
+  fields["attack_epochs"] = int(epochs)
+  fields["attack_threshold"] = float(threshold)
+  calls = {"nn": scores["score_nn"] >= threshold}
 
-  test = ~fit
-  fields = attack.evaluate(scores["score_nn"][test], out.is_member[test])
-  fields["threshold_attacks"] = {
-      name: {key: value for key, value in metrics.threshold_attack(
-          scores[f"score_{name}"][fit], out.is_member[fit],
-          scores[f"score_{name}"][test], out.is_member[test]).items() if key != "threshold"}
-      for name in THRESHOLD_ATTACKS}
-  correct = logits.argmax(-1) == out.labels
+  fields["threshold_attacks"] = {}
+  for name, score_fn in THRESHOLD_ATTACKS.items():
+    s = score_fn(logits, labels)
+    fitted = metrics.threshold_attack(s[fit], is_member[fit], s[test], is_member[test])
+    fields["threshold_attacks"][name] = {"accuracy": fitted["accuracy"], "auc": fitted["auc"]}
+    scores[f"score_{name}"], calls[name] = s, s >= fitted["threshold"]
+  for name, base in CLASS_THRESHOLD_ATTACKS.items():
+    thresholds, _ = metrics.class_thresholds(scores[f"score_{base}"][fit], is_member[fit],
+                                             labels[fit], num_classes)
+    shifted = scores[f"score_{base}"] - thresholds[labels]
+    fields["threshold_attacks"][name] = {
+        "accuracy": metrics.balanced_accuracy(shifted[test] >= 0, is_member[test]),
+        "auc": metrics.roc_auc(shifted[test], is_member[test])}
+    scores[f"score_{name}"], calls[name] = shifted, shifted >= 0
+
+  fields["intervals"] = _intervals(scores, calls, is_member, test, seed, int(getattr(
+      attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES)))
+  correct = logits.argmax(-1) == labels
   nonmember_audit = out.select(False, 1)
   fields["per_class"] = metrics.per_class(
-      correct[out.is_member], out.labels[out.is_member],
-      correct[nonmember_audit], out.labels[nonmember_audit],
-      scores["score_nn"][test] >= 0.5, out.is_member[test], out.labels[test], num_classes)
+      correct[is_member], labels[is_member], correct[nonmember_audit], labels[nonmember_audit],
+      calls["nn"][test], is_member[test], labels[test], num_classes)
   return fields, scores
+
+
+def _intervals(scores, calls, is_member, test, seed, replicates) -> dict:
+  """95% stratified bootstrap intervals over the audit examples, shaped like the record."""
+  def boot(name):
+    return metrics.bootstrap_intervals(
+        scores[f"score_{name}"][test], is_member[test], calls[name][test],
+        replicates=replicates, seed=seed)
+
+  nn = boot("nn")
+  out = {"level": 0.95, "replicates": replicates,
+         "covers": "resampling of the audit examples (members and non-members separately)",
+         "attack_accuracy": nn["accuracy"], "attack_auc": nn["auc"],
+         "attack_tpr_at_fpr": nn["tpr_at_fpr"], "threshold_attacks": {}}
+  for name in (*THRESHOLD_ATTACKS, *CLASS_THRESHOLD_ATTACKS):
+    b = boot(name)
+    out["threshold_attacks"][name] = {"accuracy": b["accuracy"], "auc": b["auc"]}
+  return out
 
 
 def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
@@ -127,7 +234,9 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   on `folds - 1` folds of split 0 and its gain (Eq. 1) measured on the fold left out, averaged.
 
   Members and non-members of split 0 are cut into folds separately, so every fold stays
-  balanced; the audit split (split 1) is never read.
+  balanced; the audit split (split 1) is never read. Each fold's attack is the audit's
+  (`_nn_attack`: class-matched, its epochs chosen on a held-out share of the training folds),
+  so the fold left out is only measured.
   """
   probs = np.asarray(jax.nn.softmax(out.logits[k], axis=-1), np.float32)
   members, nonmembers = np.flatnonzero(out.select(True, 0)), np.flatnonzero(out.select(False, 0))
@@ -136,13 +245,11 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   nonmember_fold = rng.permutation(len(nonmembers)) % folds
   gains = []
   for f in range(folds):
-    fit_in, fit_out = members[member_fold != f], nonmembers[nonmember_fold != f]
     held = np.concatenate([members[member_fold == f], nonmembers[nonmember_fold == f]])
-    params = attack.train(
-        jax.random.fold_in(jax.random.PRNGKey(seed), f), attack_config.kind, num_classes,
-        probs[fit_in], out.labels[fit_in], probs[fit_out], out.labels[fit_out],
-        epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-        learning_rate=float(attack_config.learning_rate))
+    params, _, _ = _nn_attack(
+        probs, out.labels, out.is_member, members[member_fold != f],
+        nonmembers[nonmember_fold != f], num_classes, attack_config,
+        jax.random.fold_in(jax.random.PRNGKey(seed), f), np.random.default_rng([seed, f]))
     p = attack.predict(params, attack_config.kind, num_classes, probs[held], out.labels[held])
     gains.append(metrics.empirical_gain(p, out.is_member[held]))
   return float(np.mean(gains))
@@ -154,27 +261,60 @@ def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> No
            is_member=out.is_member, split=out.split, index=out.index, **scores)
 
 
-def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray
-               ) -> tuple[dict, dict[str, np.ndarray]]:
-  """LiRA of model 0 (the target) with models 1.. as shadows, over the whole pool.
+def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
+               population_logits: np.ndarray | None = None,
+               population_labels: np.ndarray | None = None, *,
+               rmia_offline_a: float = rmia.DEFAULT_OFFLINE_A,
+               rmia_gamma: float = rmia.DEFAULT_GAMMA) -> tuple[dict, dict[str, np.ndarray]]:
+  """LiRA and RMIA of model 0 (the target) with models 1.. as shadows, over the whole pool.
 
   Args:
     logits: (models, N, C) logits of every model on every pool example.
     labels: (N,) labels.
     keep: (models, N) bool, which examples each model trained on.
+    population_logits: (models, Z, C) logits on RMIA's population samples, which no model
+      trained on; None skips RMIA (its fields are then None).
+    population_labels: (Z,) their labels.
+    rmia_offline_a: the `a` of RMIA's offline approximation of Pr(x).
+    rmia_gamma: RMIA's threshold on LR(x) / LR(z).
 
   Returns:
-    {variant: {auc, tpr_at_fpr {"0.001", "0.01"}}} for the online and offline tests with
-    per-example and fixed variance, and the per-example scores of each variant.
+    {variant: {auc, tpr_at_fpr {"0.001", "0.01"}}} for LiRA's online and offline tests with
+    per-example and fixed variance and for RMIA online and offline, RMIA's `a`, gamma and
+    number of population samples, and the per-example scores of each variant.
   """
   conf = np.asarray(lira.logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels)))
   fields, scores = {"num_shadows": int(len(keep) - 1)}, {}
   for online in (True, False):
     for fixed in (False, True):
       name = ("online" if online else "offline") + ("_fixed_variance" if fixed else "")
-      s = lira.scores(conf[0], conf[1:], keep[1:], online=online, fixed_variance=fixed)
-      scores[f"lira_{name}"] = s
-      tpr, notes = metrics.tpr_report(s, keep[0])
-      fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": tpr}
-      fields.setdefault("notes", []).extend(f"{name}: {n}" for n in notes)
-  return fields, scores
+      scores[f"lira_{name}"] = lira.scores(conf[0], conf[1:], keep[1:], online=online,
+                                           fixed_variance=fixed)
+  rmia_fields = dict.fromkeys(("rmia_online", "rmia_offline", "rmia_offline_a", "rmia_gamma",
+                               "rmia_num_population"))
+  if population_logits is not None:
+    logp = rmia.log_true_label_prob(logits, labels)
+    pop_logp = rmia.log_true_label_prob(population_logits, population_labels)
+    for online in (True, False):
+      scores["rmia_" + ("online" if online else "offline")] = rmia.scores(
+          logp[0], logp[1:], keep[1:], pop_logp[0], pop_logp[1:], online=online,
+          offline_a=rmia_offline_a, gamma=rmia_gamma)
+    rmia_fields |= {"rmia_offline_a": float(rmia_offline_a), "rmia_gamma": float(rmia_gamma),
+                    "rmia_num_population": int(pop_logp.shape[1])}
+  all_notes = []
+  for key, s in scores.items():
+    name = key.removeprefix("lira_")
+    tpr, notes = metrics.tpr_report(s, keep[0])
+    fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": tpr}
+    all_notes.extend(f"{name}: {n}" for n in notes)
+  return {**rmia_fields, **fields, "notes": all_notes}, scores
+
+
+def rmia_population(s: splits_lib.Splits) -> tuple[str, np.ndarray]:
+  """RMIA's population samples in a LiRA run: (dataset split, indices).
+
+  A LiRA stack trains only on its pool, the train split's members, so no model has seen a
+  test example; the `reference` half of the test split serves (the `audit` half measures
+  test accuracy).
+  """
+  return "test", s.reference

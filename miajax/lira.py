@@ -30,15 +30,25 @@ _MIN_VAR = 1e-12
 
 
 def keep_masks(key: jax.Array, num_models: int, pool_size: int) -> jax.Array:
-  """Which pool examples each shadow model trains on.
+  """Which pool examples each model of a LiRA stack trains on.
 
-  For each example an independent random permutation of the models decides the first
-  floor(num_models / 2) of them train on it, so with an even `num_models` every example is
-  IN for exactly half of the models (the paper's trick to balance IN and OUT sets).
+  Every model trains on exactly pool_size // 2 examples:
+
+  - Model 0, the target, draws its own uniformly random subset of that size.
+  - The shadows 1..M-1 pair up, (1, 2), (3, 4), ...: per pair a random permutation of the
+    pool gives one shadow its first pool_size // 2 examples and the other the next
+    pool_size // 2, so with an odd pool_size one random example is left out of both. Every
+    example is therefore IN for exactly one shadow of each pair (up to that leftover).
+  - With an odd number of shadows the last one is unpaired and draws its own random half.
+
+  So with an even number of shadows every example is IN for exactly half of them (the
+  paper's balance of IN and OUT sets; up to the odd-pool leftover), and the shadows' masks
+  are independent of the target's, so a target member and a target non-member have the same
+  number of IN shadows in distribution.
 
   Args:
     key: PRNG key; the same key gives the same masks.
-    num_models: M >= 1.
+    num_models: M >= 1, the target and M - 1 shadows.
     pool_size: N >= 1.
 
   Returns:
@@ -47,9 +57,23 @@ def keep_masks(key: jax.Array, num_models: int, pool_size: int) -> jax.Array:
   for field, value in (("lira.num_models", num_models), ("lira.pool_size", pool_size)):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
       raise UserError(f"{field}: got {value!r}; allowed: an integer >= 1")
-  # argsort of iid uniforms along the model axis is a uniform random permutation per column.
-  perm = jnp.argsort(jax.random.uniform(key, (num_models, pool_size)), axis=0)
-  return perm < num_models // 2
+  half = pool_size // 2
+  num_pairs, unpaired = divmod(num_models - 1, 2)
+  target_key, pair_key, last_key = jax.random.split(key, 3)
+
+  def position(k):
+    # Each example's place in a random order of the pool: the first `half` places are one
+    # random half, the next `half` the complementary one (less an odd pool's leftover).
+    return jnp.argsort(jax.random.permutation(k, pool_size))
+
+  rows = [position(target_key)[None] < half]
+  if num_pairs:
+    pos = jax.vmap(position)(jax.random.split(pair_key, num_pairs))
+    first, second = pos < half, (pos >= half) & (pos < 2 * half)
+    rows.append(jnp.stack([first, second], axis=1).reshape(2 * num_pairs, pool_size))
+  if unpaired:
+    rows.append(position(last_key)[None] < half)
+  return jnp.concatenate(rows, axis=0)
 
 
 def logit_scaled_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:

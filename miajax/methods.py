@@ -27,6 +27,7 @@ import optax
 from miajax import attack as attack_lib
 from miajax import config as config_lib
 from miajax import dp as dp_lib
+from miajax import models
 from miajax import pruning
 from miajax import steps
 
@@ -57,6 +58,15 @@ class Recipe:
 
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
   return int(round(epochs * steps_per_epoch))
+
+
+def total_steps(method: str, config, steps_per_epoch: int) -> int:
+  """The steps `recipe(method, config, ...)` will train, known before anything is built."""
+  n = lambda epochs: epochs_to_steps(epochs, steps_per_epoch)
+  if method in ("pruning", "pruning_minmax"):
+    return (n(config.pruning.pretrain_epochs) + n(config.admm.epochs)
+            + n(config.pruning.retrain_epochs))
+  return n(config.train.epochs)
 
 
 def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: int,
@@ -108,7 +118,7 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
               "dp_delta": config.dp.delta, "dp_noise_multiplier": sigma,
               "dp_sampling": "shuffled fixed-size batches, accounted as Poisson sampling at "
                              "rate batch/members (the usual DP-SGD approximation)",
-              "dp_model_norm": config.model.norm}
+              "dp_model_norm": models.normalisation(config.model.name, config.model.norm)}
     example_loss = functools.partial(_example_loss, model=model)
     step = functools.partial(_dp_step, model=model, tx=tx, example_loss=example_loss,
                              clip_norm=config.dp.clip_norm)
@@ -245,5 +255,6 @@ def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm):
                                   clip_norm=clip_norm, noise_multiplier=hp["noise_multiplier"])
   logits, _ = steps.forward(model, state.params, {}, batch["image"], train=False)
   state = steps.apply_gradients(state, grads, tx, state.batch_stats)
-  return state, metrics | {"loss": steps.cross_entropy(logits, batch["label"]),
+  loss = steps.cross_entropy(logits, batch["label"])
+  return state, metrics | {"loss": loss, "cross_entropy": loss,
                            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}

@@ -8,7 +8,10 @@ References:
   Eq. 1 and Eq. 10 of the paper (`shared/paper/mia-pruning-paper.md`): the inference model's
   gain and its relation to the Jensen-Shannon divergence.
   Song & Mittal 2021, "Systematic evaluation of privacy risks of machine learning models":
-  the modified prediction entropy (Mentr) and threshold attacks.
+  the modified prediction entropy (Mentr) and threshold attacks, global and class-dependent.
+  Salem et al. 2019, "ML-Leaks": the label-free maximum-confidence attack.
+  Carlini et al. 2022, "Membership inference attacks from first principles": the
+  logit-scaled confidence and TPR at low FPR.
 """
 
 import math
@@ -198,8 +201,35 @@ def loss_score(logits, labels) -> np.ndarray:
 
 
 def confidence_score(logits, labels) -> np.ndarray:
-  """Softmax probability of the true class; (N,)."""
-  return np.exp(loss_score(logits, labels))
+  """The largest softmax probability, max_i softmax(logits)_i; (N,). Ignores the label.
+
+  Salem et al. 2019's label-free attack: a model is more confident on what it trained on,
+  whatever the class. Unlike p_y it is not a function of the loss: a confidently wrong
+  prediction scores high here and low on the loss. `labels` are validated, not used.
+  """
+  z, _ = _logits_and_labels(logits, labels)
+  return np.exp(_log_softmax(z).max(axis=1))
+
+
+def logit_score(logits, labels) -> np.ndarray:
+  """Logit-scaled confidence phi(p_y) = log(p_y / (1 - p_y)), float64; (N,).
+
+  Computed as z_y - logsumexp_{j != y} z_j, where the log-partition cancels, so it is finite
+  and exact for logits of any size (Carlini et al. 2022 fit LiRA's Gaussians to it).
+
+  phi is increasing in p_y, so in exact arithmetic it orders examples as the loss does and its
+  global-threshold attack is the loss attack. In floating point it does not saturate: the
+  float64 log-softmax of the label rounds to exactly 0 once the margin z_y - max_{j != y} z_j
+  exceeds about 37 nats (exp(-37) is below half an ulp of 1), so confidently right examples
+  all tie on the loss, while phi still tells them apart by their margins.
+  """
+  z, y = _logits_and_labels(logits, labels)
+  rows = np.arange(y.size)
+  label_logit = z[rows, y]
+  others = z.copy()
+  others[rows, y] = -np.inf
+  top = others.max(axis=1)
+  return label_logit - (top + np.log(np.exp(others - top[:, None]).sum(axis=1)))
 
 
 def modified_entropy_score(logits, labels) -> np.ndarray:
@@ -220,19 +250,14 @@ def modified_entropy_score(logits, labels) -> np.ndarray:
   return true + wrong_terms.sum(axis=1)
 
 
-def threshold_attack(train_scores, train_is_member, audit_scores, audit_is_member) -> dict:
-  """A score-threshold attack: fit the threshold on one set, measure on another.
+def fit_threshold(scores, is_member) -> float:
+  """The score threshold maximising balanced accuracy on (scores, is_member).
 
-  The threshold maximises balanced accuracy on the attack-train set (ties: the strictest);
-  it sits midway between the chosen train score and the next lower one, so held-out scores
-  falling in the gap are not all decided by one side. Examples with score >= threshold are
-  called members.
-
-  Returns:
-    {"accuracy": balanced accuracy on the audit set, "auc": ROC AUC of the audit scores,
-     "threshold": the fitted threshold}, all floats.
+  Ties between thresholds go to the strictest. The threshold sits midway between the chosen
+  score and the next lower one, so new scores falling in the gap are not all decided by one
+  side. Examples with score >= threshold are called members.
   """
-  s, m = _scores_and_members(train_scores, train_is_member, name='train_scores')
+  s, m = _scores_and_members(scores, is_member)
   fpr, tpr, thr = _roc_points(s, m)
   # Point 0 (flag nothing) has an infinite threshold and the same 0.5 as flagging everything.
   k = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
@@ -241,11 +266,184 @@ def threshold_attack(train_scores, train_is_member, audit_scores, audit_is_membe
     mid = thr[k] + (thr[k + 1] - thr[k]) / 2.0
     if thr[k + 1] < mid <= thr[k]:
       threshold = mid
+  return float(threshold)
+
+
+def threshold_attack(train_scores, train_is_member, audit_scores, audit_is_member) -> dict:
+  """A global score-threshold attack: fit the threshold on one set, measure on another.
+
+  The threshold is `fit_threshold` of the attack-train set.
+
+  Returns:
+    {"accuracy": balanced accuracy on the audit set, "auc": ROC AUC of the audit scores,
+     "threshold": the fitted threshold}, all floats.
+  """
+  s, m = _scores_and_members(train_scores, train_is_member, name='train_scores')
+  threshold = fit_threshold(s, m)
   a, am = _scores_and_members(audit_scores, audit_is_member, name='audit_scores')
   return {
       'accuracy': balanced_accuracy(a >= threshold, am),
       'auc': roc_auc(a, am),
-      'threshold': float(threshold),
+      'threshold': threshold,
+  }
+
+
+def class_thresholds(scores, is_member, labels, num_classes) -> tuple[np.ndarray, np.ndarray]:
+  """Song & Mittal 2021's class-dependent thresholds: one `fit_threshold` per class.
+
+  A class whose examples here include no member or no non-member has nothing to fit and
+  falls back to the threshold fit on all examples.
+
+  Args:
+    scores, is_member, labels: the examples the thresholds are fit on, (N,) each.
+    num_classes: C; labels lie in [0, C).
+
+  Returns:
+    (thresholds (C,) float64, fallback (C,) bool: which classes got the global threshold).
+  """
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+      or num_classes < 1:
+    raise UserError(f'num_classes: {num_classes!r}; expected a positive integer')
+  s, m = _scores_and_members(scores, is_member)
+  y = _labels('labels', labels, s.size, num_classes)
+  members = np.bincount(y[m], minlength=num_classes)
+  nonmembers = np.bincount(y[~m], minlength=num_classes)
+  fallback = (members == 0) | (nonmembers == 0)
+  thresholds = np.full(num_classes, fit_threshold(s, m))
+  # A loop over classes, each fit vectorised over its examples.
+  for c in np.flatnonzero(~fallback):
+    thresholds[c] = fit_threshold(s[y == c], m[y == c])
+  return thresholds, fallback
+
+
+def class_threshold_attack(train_scores, train_is_member, train_labels, audit_scores,
+                           audit_is_member, audit_labels, num_classes) -> dict:
+  """Class-dependent thresholds fit on one set (`class_thresholds`), measured on another.
+
+  Each audit example is judged against its own class's threshold; the AUC is that of the
+  score minus the example's class threshold, the per-example score this attack ranks by.
+
+  Returns:
+    {"accuracy": balanced accuracy on the audit set, "auc": ROC AUC of the shifted audit
+     scores, "thresholds": (C,) array, "fallback": (C,) bool array}.
+  """
+  thresholds, fallback = class_thresholds(train_scores, train_is_member, train_labels,
+                                          num_classes)
+  a, am = _scores_and_members(audit_scores, audit_is_member, name='audit_scores')
+  shifted = a - thresholds[_labels('audit_labels', audit_labels, a.size, num_classes)]
+  return {
+      'accuracy': balanced_accuracy(shifted >= 0, am),
+      'auc': roc_auc(shifted, am),
+      'thresholds': thresholds,
+      'fallback': fallback,
+  }
+
+
+def _resample_counts(rng, n, replicates):
+  """(replicates, n) counts: how often each of n examples is drawn, n draws with replacement."""
+  draws = rng.integers(0, n, size=(replicates, n))
+  offsets = (np.arange(replicates) * n)[:, None]
+  return np.bincount((draws + offsets).ravel(), minlength=replicates * n).reshape(
+      replicates, n)
+
+
+def _weighted_roc_stats(order_levels, w_in, w_out, n_in, n_out, fprs):
+  """AUC and TPR below each FPR of many weighted copies of one sample, vectorised.
+
+  Args:
+    order_levels: (N,) the level (distinct score, 0 = highest) of each example, examples in
+      descending score order.
+    w_in, w_out: (R, N) weights of each example as a member / non-member in each replicate
+      (0 for the other group), same order.
+    n_in, n_out: total member and non-member weight per replicate.
+    fprs: rates at which to read the TPR (strictly below, ties unsplit, as `tpr_at_fpr`).
+
+  Returns:
+    (auc (R,), {fpr: tpr (R,)}).
+  """
+  levels = int(order_levels[-1]) + 1
+  ends = np.flatnonzero(np.diff(order_levels, append=levels))
+  # Cumulative weight from the top, read at the end of each level: the ROC points.
+  tp = np.cumsum(w_in, axis=1)[:, ends]
+  fp = np.cumsum(w_out, axis=1)[:, ends]
+  tp_level = np.diff(tp, axis=1, prepend=0)
+  fp_level = np.diff(fp, axis=1, prepend=0)
+  # Mann-Whitney: each member beats the non-members below its level, ties count one half.
+  below = n_out - fp
+  auc = (tp_level * (below + 0.5 * fp_level)).sum(axis=1) / (n_in * n_out)
+  tprs = {}
+  for f in fprs:
+    allowed = (fp / n_out < f).sum(axis=1)   # fp rises with the level: a prefix is allowed
+    at = np.take_along_axis(tp, np.maximum(allowed - 1, 0)[:, None], axis=1)[:, 0]
+    tprs[f] = np.where(allowed > 0, at, 0.0) / n_in
+  return auc, tprs
+
+
+def bootstrap_intervals(scores, is_member, predicted=None, *, replicates=1000, seed=0,
+                        level=0.95, fprs=(0.001, 0.01)) -> dict:
+  """Percentile bootstrap intervals over the scored examples for AUC, accuracy and TPR.
+
+  Stratified: each replicate redraws the members and the non-members separately, with
+  replacement and at their own sizes, so every replicate keeps the sample's balance. The
+  interval covers the sampling of these examples only (for an audit: which examples happen
+  to be in the audit set), not the training randomness of the model that produced the
+  scores. Vectorised over examples; replicates go in chunks to bound memory.
+
+  Args:
+    scores, is_member: (N,) scores (higher = member) and the truth.
+    predicted: optional (N,) bool member calls whose balanced accuracy gets an interval.
+    replicates: number of bootstrap replicates.
+    seed: seeds the resampling.
+    level: the interval's coverage.
+    fprs: the FPRs at which TPR is read (strictly below, as `tpr_at_fpr`).
+
+  Returns:
+    {"auc": [lo, hi], "accuracy": [lo, hi] (None without `predicted`),
+     "tpr_at_fpr": {str(fpr): [lo, hi], None where `tpr_at_fpr` is None}}, floats.
+  """
+  s, m = _scores_and_members(scores, is_member)
+  if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) \
+      or replicates < 2:
+    raise UserError(f'replicates: {replicates!r}; expected an integer >= 2')
+  if not 0.0 < level < 1.0:
+    raise UserError(f'level: {level!r}; expected a coverage in (0, 1)')
+  pred = None
+  if predicted is not None:
+    pred = _vector('predicted', predicted, bool)
+    if pred.shape != s.shape:
+      raise UserError(f'predicted: length {pred.size}; expected the length of scores, '
+                      f'{s.size}')
+  order = np.argsort(-s, kind='stable')
+  s_sorted, m_sorted = s[order], m[order]
+  order_levels = np.concatenate([[0], np.cumsum(np.diff(s_sorted) != 0)])
+  members, nonmembers = np.flatnonzero(m_sorted), np.flatnonzero(~m_sorted)
+  n_in, n_out = members.size, nonmembers.size
+  measured = [f for f in fprs if n_out >= min_nonmembers(f)]
+  rng = np.random.default_rng(seed)
+  chunk = max(1, min(replicates, 1_000_000 // s.size))
+  aucs, accs, tprs = [], [], {f: [] for f in measured}
+  for start in range(0, replicates, chunk):
+    r = min(chunk, replicates - start)
+    w_in = np.zeros((r, s.size))
+    w_out = np.zeros((r, s.size))
+    w_in[:, members] = _resample_counts(rng, n_in, r)
+    w_out[:, nonmembers] = _resample_counts(rng, n_out, r)
+    auc, tpr = _weighted_roc_stats(order_levels, w_in, w_out, n_in, n_out, measured)
+    aucs.append(auc)
+    for f in measured:
+      tprs[f].append(tpr[f])
+    if pred is not None:
+      p = pred[order]
+      accs.append(0.5 * ((w_in @ p) / n_in + (w_out @ ~p) / n_out))
+
+  def interval(values):
+    lo, hi = np.quantile(np.concatenate(values), [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+  return {
+      'auc': interval(aucs),
+      'accuracy': None if pred is None else interval(accs),
+      'tpr_at_fpr': {str(f): interval(tprs[f]) if f in tprs else None for f in fprs},
   }
 
 

@@ -6,7 +6,9 @@ final checkpoint) and writes, to OUT (default DIR/report):
   table1.md             the method comparison (mean ± 95% interval over seeds, Table 1/2),
                         the weight-pruning table (Table 4) and the DP-SGD rows with epsilon;
                         also printed
-  fig2_loss.png         training loss against step per method, phases marked (Fig. 2, top)
+  fig2_loss.png         training cross-entropy against step per method, phases marked
+                        (Fig. 2, top); dashed, the objective where the method adds a term
+                        to it (ADMM's proximal term, Min-Max's adversarial term)
   fig4_gap_vs_attack.png  per-class attack accuracy against the train/non-train accuracy gap
                         (Fig. 4)
   roc.png               log-log ROC curves of every attack in scores.npz on the audit split,
@@ -150,7 +152,8 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
   lines = [f"# miajax report: {workdir}", "",
            "## Table 1: method comparison",
            "", "Mean ± 95% t-interval over seeds; accuracies in %. attack acc: the NN attack's "
-           "balanced accuracy on the audit split.", "", "```",
+           "balanced accuracy on the audit split, at the decision threshold chosen on held-out "
+           "split 0 (attack_accuracy_at_half in results.json: at p >= 0.5).", "", "```",
            results.table(records), "```"]
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
@@ -216,9 +219,14 @@ def loss_curves(workdir: Path, records: list[dict]) -> dict[str, dict]:
   for r in records:
     rows = read_metrics(workdir / r["name"] / "metrics.jsonl")
     if rows:
+      # "loss" is the objective; runs that log "cross_entropy" as well have it plotted
+      # (older runs logged the objective only, which for plain training is the same).
+      objective = [row["loss"] for row in rows]
+      task = [row.get("cross_entropy", row["loss"]) for row in rows]
       out[r["name"]] = {"group": _group(r), "seed": r.get("seed"),
                         "step": [row["step"] for row in rows],
-                        "loss": [row["loss"] for row in rows],
+                        "cross_entropy": task,
+                        "objective": objective if objective != task else None,
                         "phase": [row.get("phase") for row in rows]}
   return out
 
@@ -380,8 +388,11 @@ def plot_loss(curves: dict[str, dict], path: Path) -> None:
   shade = ("#f2f2f2", "#ffffff")
   for ax, (name, cs) in zip(axes, groups.items()):
     for c in cs:
-      ax.plot(c["step"], c["loss"], marker="." if len(c["step"]) < 30 else None,
-              label=f"seed {c['seed']}")
+      line, = ax.plot(c["step"], c["cross_entropy"],
+                      marker="." if len(c["step"]) < 30 else None, label=f"seed {c['seed']}")
+      if c["objective"] is not None:
+        ax.plot(c["step"], c["objective"], color=line.get_color(), linestyle="--",
+                linewidth=0.9, label=f"seed {c['seed']} objective")
     # Phases from the first seed: every seed of a method runs the same phases.
     for i, (phase, start, end) in enumerate(phase_spans(cs[0]["step"], cs[0]["phase"])):
       ax.axvspan(start, end, color=shade[i % 2], zorder=0)
@@ -389,7 +400,7 @@ def plot_loss(curves: dict[str, dict], path: Path) -> None:
         ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
       ax.text((start + end) / 2, 0.98, str(phase), transform=ax.get_xaxis_transform(),
               ha="center", va="top", fontsize=8, color="dimgrey")
-    ax.set(title=name, xlabel="step", ylabel="training loss")
+    ax.set(title=name, xlabel="step", ylabel="training cross-entropy")
     ax.legend(fontsize=7, loc="center right")
   _save(fig, path)
 

@@ -20,7 +20,12 @@ FIELDS = (
     "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
 # Computed as well, beyond the schema: the Eq. 10 JS estimate, per-class gaps (Fig. 4).
 EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_sampling",
-                "dp_model_norm", "lira", "group", "sweep", "selection_gain", "notes")
+                "dp_model_norm", "lira", "group", "sweep", "selection_gain", "notes",
+                "split_seed",
+                # The NN attack's accuracy at p >= 0.5, its epochs and decision threshold
+                # (both chosen on held-out split 0); 95% bootstrap intervals over the audit
+                # examples, shaped like the fields they bound.
+                "attack_accuracy_at_half", "attack_epochs", "attack_threshold", "intervals")
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -100,32 +105,61 @@ LIRA_COLUMNS = (
 )
 
 
-def _fmt(mean, half, kind) -> str:
+# A trial's own 95% interval over its audit examples (the `intervals` field), by column
+# header: what a single-trial row shows instead of an interval over seeds.
+BOOTSTRAP = {
+    "attack acc": lambda r: (r.get("intervals") or {}).get("attack_accuracy"),
+    "attack AUC": lambda r: (r.get("intervals") or {}).get("attack_auc"),
+    "loss AUC": lambda r: ((r.get("intervals") or {}).get("threshold_attacks") or {}).get(
+        "loss", {}).get("auc"),
+}
+SEEDS_CAPTION = ("±: 95% t-interval over the seeds (training randomness only: all trials "
+                 "share one membership split and one audit set)")
+BOOTSTRAP_CAPTION = ("[lo,hi]: one trial; 95% stratified bootstrap interval over its audit "
+                     "examples (which examples were audited, not training randomness)")
+
+
+def _fmt(mean, half, kind, bounds=None) -> str:
   if mean is None:
     return "-"
   scale, spec = {"pct": (100, ".2f"), "f3": (1, ".3f"), "int": (1, ".0f"), "f2": (1, ".2f")}[kind]
   text = format(mean * scale, spec)
+  if bounds is not None:
+    lo, hi = (format(b * scale, spec) for b in bounds)
+    return f"{text} [{lo},{hi}]"
   return text if half is None else f"{text}±{format(half * scale, spec)}"
 
 
 def table(records: Sequence[dict]) -> str:
   """The paper's Table 1/2-style comparison: one row per method, the mean and 95% t-interval
   over its trials (seeds) of every metric; in a LiRA run the row's trials are the target and
-  its shadows, and only the target carries LiRA numbers."""
+  its shadows, and only the target carries LiRA numbers.
+
+  A row with a single trial has no interval over seeds; its attack columns show the trial's
+  bootstrap interval over audit examples (`BOOTSTRAP`) where the record has one. Lines below
+  the table say what each kind of interval covers.
+  """
   groups: dict[str, list[dict]] = {}
   for r in records:
     groups.setdefault(r.get("group") or r["method"], []).append(r)
   columns = COLUMNS + (LIRA_COLUMNS if any(r.get("lira") for r in records) else ())
   header = ["method", "seeds"] + [c[0] for c in columns]
   rows = [header]
+  shown = set()
   for name, rs in groups.items():
     row = [name, str(len(rs))]
-    for _, get, kind in columns:
-      mean, half, _ = mean_interval(get(r) for r in rs)
-      row.append(_fmt(mean, half, kind))
+    for title, get, kind in columns:
+      mean, half, n = mean_interval(get(r) for r in rs)
+      bounds = None
+      if n == 1 and title in BOOTSTRAP:
+        bounds = next((BOOTSTRAP[title](r) for r in rs if get(r) is not None), None)
+      row.append(_fmt(mean, half, kind, bounds))
+      shown |= {"seeds"} if half is not None else {"bootstrap"} if bounds else set()
     rows.append(row)
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                      enumerate(zip(row, widths))) for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
+  lines += [SEEDS_CAPTION] if "seeds" in shown else []
+  lines += [BOOTSTRAP_CAPTION] if "bootstrap" in shown else []
   return "\n".join(lines)

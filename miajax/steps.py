@@ -96,7 +96,10 @@ def train_step(state: TrainState, batch, hp, *, model, tx, loss_fn=classifier_lo
   mask = state.extra[mask_key] if mask_key else None
   state = apply_gradients(state, grads, tx, batch_stats, mask)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-  return state, {"loss": loss, "accuracy": accuracy}
+  # "loss" is the objective the step minimised (with ADMM's proximal term or Min-Max's
+  # adversarial term where the method adds one); "cross_entropy" is the task loss alone.
+  return state, {"loss": loss, "cross_entropy": cross_entropy(logits, batch["label"]),
+                 "accuracy": accuracy}
 
 
 def eval_logits(state: TrainState, images, *, model):

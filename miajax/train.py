@@ -4,10 +4,15 @@
 resuming each stack from its latest checkpoints, and writes results.json/results.csv.
 """
 
+import contextlib
+import dataclasses
 import functools
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,16 +28,18 @@ from miajax import config as config_lib
 from miajax import dp as dp_lib
 from miajax import evaluate
 from miajax import lira
+from miajax import logs as logs_lib
 from miajax import methods
 from miajax import models
 from miajax import pruning
 from miajax import results
+from miajax import rmia
 from miajax import selection
 from miajax import splits as splits_lib
 from miajax import steps
 from miajax import trials as trials_lib
 from miajax.data import pipeline
-from miajax.errors import UserError
+from miajax.errors import Interrupted, UserError
 
 # Keys that change how a run is watched or executed, not what it computes: a resumed run may
 # change them.
@@ -52,15 +59,22 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   trials = trials_lib.make(config)
   for t in trials:
     config_lib.validate(trials_lib.config_for(config, t))
+  # One membership split for the run, or one per trial drawn from (seed, trial seed), so that
+  # the spread over seeds covers the split's sampling too.
+  trial_splits = {t.name: splits_lib.make(
+      (config.seed, t.seed), data.num_examples("train"), data.num_examples("test"),
+      config.data.train_size) if config.split_per_trial else split for t in trials}
   batch_size = config.data.batch_size
   if len(split.train) < batch_size:
     raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
                     "members; allowed: at most the number of training examples")
   lira_keep = None
   if config.lira.num_shadows:
-    # Every model of a LiRA stack trains on its own seeded half of the members (the pool).
+    # Every model of a LiRA stack trains on exactly half of the members (the pool), the
+    # shadows in complementary pairs (see lira.keep_masks).
     lira_keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(config.seed),
                                            config.lira.num_shadows + 1, len(split.train)))
+    rmia.check_offline_a(config.lira.rmia_offline_a)  # before training, not after it
   steps_per_epoch = len(split.train) // (2 if lira_keep is not None else 1) // batch_size
   if steps_per_epoch == 0:
     raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
@@ -71,7 +85,11 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   # ---------------------------------------------------------------- workdir
   # Files are written by the first host only; Orbax coordinates the checkpoints of all hosts.
   if _is_writer():
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"--workdir={workdir} cannot be created ({e.strerror}); allowed: a new "
+                      "or existing directory you can write") from None
     _write_once(workdir / "config.json", config_json)
     for t in trials:
       (workdir / t.name).mkdir(exist_ok=True)
@@ -79,7 +97,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       _write_once(workdir / t.name / "config.json", own | {"trial": {
           "name": t.name, "method": t.method, "seed": t.seed, "sweep": dict(t.values)}})
       if not (workdir / t.name / "splits.npz").exists():
-        split.save(workdir / t.name / "splits.npz")
+        trial_splits[t.name].save(workdir / t.name / "splits.npz")
     if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
       np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
 
@@ -88,12 +106,19 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   if strategy == "auto":
     strategy = steps.default_strategy()
   done = {r["name"]: r for r in results.load(workdir)}
-  for method, group in trials_lib.groups(trials).items():
-    records = _run_stack(config, workdir, method, group, data, split, strategy,
-                         steps_per_epoch, done, lira_keep)
-    done.update({r["name"]: r for r in records})
-    if _is_writer():
-      results.write(workdir, [done[t.name] for t in trials if t.name in done])
+  stacks = trials_lib.groups(trials)
+  progress = _Progress({m: len(g) * methods.total_steps(m, config, steps_per_epoch)
+                        for m, g in stacks.items()})
+  with _stop_on_signals() as stop:
+    for method, group in stacks.items():
+      records = _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
+                           steps_per_epoch, done, lira_keep, stop, progress)
+      done.update({r["name"]: r for r in records})
+      if _is_writer():
+        results.write(workdir, [done[t.name] for t in trials if t.name in done])
+      if stop:
+        raise Interrupted(f"interrupted after {method} finished; rerun the same command to "
+                          "resume", 128 + stop[0])
 
   final = [done[t.name] for t in trials]
   choice = selection.choose(final, config.select.max_accuracy_drop, config.select.folds)
@@ -102,30 +127,92 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     if choice is not None:
       selection.write(workdir, choice)
       print("\n" + selection.table(choice), flush=True)
+    print(f"\nresults: {(workdir / 'results.json').absolute()} (and results.csv); tables and "
+          f"figures: python -m miajax.report {workdir}", flush=True)
   return final
+
+
+@dataclasses.dataclass
+class _Progress:
+  """Where the run is, for its log lines: which stack of how many, and an ETA for the whole
+  run from the trial-steps still to train at the rate this process has trained so far."""
+  totals: dict[str, int]                 # method -> trials x steps of its stack
+  done: dict[str, int] = dataclasses.field(default_factory=dict)
+  trained: int = 0                       # trial-steps trained by this process...
+  seconds: float = 0.0                   # ...in this many seconds
+
+  def label(self, method: str) -> str:
+    return f"[{list(self.totals).index(method) + 1}/{len(self.totals)} {method}]"
+
+  def advance(self, method: str, trial_steps: int, seconds: float | None = None) -> None:
+    """Counts trial-steps as done; with `seconds`, as trained here (restored ones have none)."""
+    self.done[method] = self.done.get(method, 0) + trial_steps
+    if seconds is not None:
+      self.trained += trial_steps
+      self.seconds += seconds
+
+  def eta(self) -> str:
+    left = sum(self.totals.values()) - sum(self.done.values())
+    return _hms(left * self.seconds / self.trained) if self.trained else "?"
+
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+  """SIGINT and SIGTERM ask the run to stop at the next step, after saving a checkpoint;
+  a second signal stops it at once. The yielded list holds the signal received, if any.
+
+  Single-process runs only: a multi-host run stops at JAX's preemption sync point instead.
+  """
+  received: list[int] = []
+  if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def handler(signum, frame):
+    del frame
+    if received:
+      print(f"stopped at once by a second {signal.Signals(signum).name}; a rerun resumes from "
+            "the last checkpoint", file=sys.stderr, flush=True)
+      os._exit(128 + signum)  # pylint: disable=protected-access
+    received.append(signum)
+    logging.warning("%s received: stopping after a checkpoint at the next step (again to "
+                    "stop at once)", signal.Signals(signum).name)
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield received
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def _is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_epoch, done,
-               lira_keep=None):
+def _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
+               steps_per_epoch, done, lira_keep=None, stop=(), progress=None):
   names = [t.name for t in group]
   model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
   tx = steps.optimizer(config)
-  members = split.train if lira_keep is None else [
+  own = [trial_splits[t.name] for t in group]
+  members = [s.train for s in own] if lira_keep is None else [
       split.train[lira_keep[t.lira_model]] for t in group]
-  # One recipe per trial, for its own hyperparameters and report; the phases (and so the
-  # compiled steps) are the first one's, which is right because swept values are all traced.
+  # One recipe per trial, for its own hyperparameters and report (DP-SGD accounts with the
+  # trial's own member count); the phases (and so the compiled steps) are the first one's,
+  # which is right because swept values are all traced.
   recipes = [methods.recipe(method, trials_lib.config_for(config, t), model, tx,
-                            steps_per_epoch, data.num_classes,
-                            len(split.train) if lira_keep is None else len(split.train) // 2)
-             for t in group]
+                            steps_per_epoch, data.num_classes, len(m))
+             for t, m in zip(group, members)]
   recipe = recipes[0]
   total = recipe.total_steps
+  progress = progress or _Progress({method: len(group) * total})
+  where = progress.label(method)
   if all(done.get(n, {}).get("step") == total for n in names):
-    logging.info("%s: all %d trials finished earlier; keeping their results", method, len(names))
+    logging.info("%s all %s finished earlier; keeping their results", where,
+                 _count(len(names), "trial"))
+    progress.advance(method, len(names) * total)
     return [done[n] for n in names]
 
   # ---------------------------------------------------------------- mesh
@@ -141,12 +228,13 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
   state = jax.jit(jax.vmap(init), out_shardings=state_sharding)(keys)
   hp = _stack_hp(recipes, state)
   ckpt = checkpoint_lib.TrialCheckpoints(workdir, names)
-  start = ckpt.latest_step() or 0
+  start, restored = ckpt.restore_latest(state, state_sharding)
   if start:
-    state = ckpt.restore(start, state, state_sharding)
-    logging.info("%s: resumed %d trials at step %d of %d", method, len(group), start, total)
-  if _is_writer():
-    _truncate_metrics(workdir, names, start)
+    state = restored
+    logging.info("%s resumed %s at step %d of %d", where, _count(len(group), "trial"), start,
+                 total)
+  progress.advance(method, len(group) * start)
+  logs = logs_lib.TrialLogs(workdir, names, start, writer=_is_writer())
   if recipe.example_loss is not None and jax.device_count() > 1 and start < total:
     _check_per_example_grads(recipe.example_loss, state, mesh, strategy, data)
 
@@ -160,32 +248,47 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
       if start == begin and phase.enter is not None:
         enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), strategy)
         state = enter(state, hp)[0]
-      side_sets = {"mem": ("train", split.attack_members, recipe.attack_batches),
-                   "ref": ("test", split.reference, recipe.attack_batches)
-                   } if recipe.attack_batches else None
+      side_sets = _minmax_sets(config, group, own, members, lira_keep is not None,
+                               recipe.attack_batches)
       batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
                                        start, end, config.data.workers, side_sets)
-      state = _train_phase(config, workdir, method, phase, names, state, hp, batches,
-                           batch_sharding, ckpt, begin, start, end, total, strategy)
+      try:
+        state = _train_phase(config, logs, method, phase, names, state, hp, batches,
+                             batch_sharding, ckpt, begin, start, end, total, strategy, stop,
+                             progress)
+      except BaseException:
+        logs.close()
+        raise
       start = end
     begin = end
   if ckpt.latest_step() != total:
     ckpt.save(total, state, _meta(names, method, "end", total, total, state))
   ckpt.wait()
+  logs.close()
 
   # ---------------------------------------------------------------- evaluation
+  t_audit = time.time()
+  logging.info("%s trained; auditing %s (%s)", where, _count(len(group), "trial"),
+               "LiRA and RMIA" if lira_keep is not None else
+               "attack model, threshold attacks" + (", selection folds" if any(
+                   t.values for t in group) else ""))
   eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
   if lira_keep is not None:
     records = _lira_records(config, workdir, method, group, state, data, split, eval_fn,
                             eval_sharding, lira_keep, total, t0, recipes)
     ckpt.close()
     return records
-  out = evaluate.outputs(state, data, split, eval_fn, eval_sharding, config.data.eval_batch_size)
-  train_acc, test_acc = evaluate.accuracies(out)
+  outs = {}   # one evaluation of the stack per distinct split
   wall = time.time() - t0
   records = []
   swept = any(t.values for t in group)
   for k, t in enumerate(group):
+    key = t.seed if config.split_per_trial else None
+    if key not in outs:
+      outs[key] = evaluate.outputs(state, data, own[k], eval_fn, eval_sharding,
+                                   config.data.eval_batch_size)
+    out = outs[key]
+    train_acc, test_acc = evaluate.accuracies(out)
     fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
     if swept:
       fields["selection_gain"] = evaluate.selection_gain(
@@ -198,25 +301,52 @@ def _run_stack(config, workdir, method, group, data, split, strategy, steps_per_
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
         test_accuracy=float(test_acc[k]), wall_seconds=wall,
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions(), group=t.group, sweep=dict(t.values) or None, **fields,
+        versions=results.versions(), group=t.group, sweep=dict(t.values) or None,
+        split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed, **fields,
         **recipes[k].report))
   ckpt.close()
+  logging.info("%s audited in %.0f s; run ETA %s", where, time.time() - t_audit,
+               progress.eta())
   return records
+
+
+def _minmax_sets(config, group, own, members, lira, count):
+  """Min-Max's inner-attack batches (App. D): each trial's `minmax_members` and
+  `minmax_reference`, drawn apart from the post-hoc attack's sets (see `splits`). In a LiRA
+  stack every model trains on its own half of the pool, so its inner attack takes a seeded
+  half of that model's own members: an attack fed another model's members would be taught
+  non-members as members."""
+  if not count:
+    return None
+  if lira:
+    inner = [np.sort(np.random.default_rng([config.seed, t.lira_model, 0x3131]).permutation(m)
+                     [:len(m) // 2]) for t, m in zip(group, members)]
+  else:
+    inner = [s.minmax_members for s in own]
+  return {"mem": ("train", inner, count),
+          "ref": ("test", [s.minmax_reference for s in own], count)}
 
 
 def _lira_records(config, workdir, method, group, state, data, split, eval_fn, sharding, keep,
                   total, t0, recipes):
-  """LiRA on model 0 of the stack with the others as its shadows; accuracies for all."""
+  """LiRA and RMIA on model 0 of the stack with the others as its shadows (RMIA's reference
+  models); accuracies for all."""
   batch_size = config.data.eval_batch_size
   pool_logits = evaluate.logits(state, data, "train", split.train, eval_fn, sharding, batch_size)
   audit_logits = evaluate.logits(state, data, "test", split.audit, eval_fn, sharding, batch_size)
   pool_labels = evaluate.labels(data, "train", split.train)
   audit_labels = evaluate.labels(data, "test", split.audit)
-  fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep[:len(group)])
+  pop_split, pop_index = evaluate.rmia_population(split)
+  pop_logits = evaluate.logits(state, data, pop_split, pop_index, eval_fn, sharding, batch_size)
+  pop_labels = evaluate.labels(data, pop_split, pop_index)
+  fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep[:len(group)], pop_logits,
+                                       pop_labels, rmia_offline_a=config.lira.rmia_offline_a)
   if _is_writer():
     np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train,
              labels=pool_labels, is_member=keep[0], keep=keep[:len(group)],
-             logits=pool_logits[0], **{f"score_{k}": v for k, v in scores.items()})
+             logits=pool_logits[0], population_index=pop_index,
+             population_logits=pop_logits[0],
+             **{f"score_{k}": v for k, v in scores.items()})
   wall = time.time() - t0
   records = []
   for k, t in enumerate(group):
@@ -232,8 +362,8 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
   return records
 
 
-def _train_phase(config, workdir, method, phase, names, state, hp, batches, batch_sharding,
-                 ckpt, begin, start, end, total, strategy):
+def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_sharding,
+                 ckpt, begin, start, end, total, strategy, stop=(), progress=None):
   step_fn = steps.lift(phase.step, strategy)
   periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
@@ -241,6 +371,11 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
   # XLA:CPU's in-process collectives deadlock with many multi-device programs in flight:
   # there, wait for the step before last (accelerators keep the queue unbounded).
   bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
+  progress = progress or _Progress({method: len(names) * total})
+  where = progress.label(method)
+  # The objective's terms beyond the cross-entropy, named for the log line.
+  extra = "+".join(name for name, present in (
+      ("proximal", phase.name == "admm"), ("adversarial", "minmax" in method)) if present)
   window, t_window = [], time.time()
   for step in range(start, end):
     batch = pipeline.place(next(batches), batch_sharding.mesh)
@@ -252,8 +387,8 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
     if periodic is not None and (done - begin) % phase.every == 0:
       state, update_metrics = periodic(state, hp)
       update_metrics = jax.device_get(update_metrics)
-      _append_metrics(workdir, names, done, phase.name + "_update", update_metrics)
-      logging.info("%s %s update at step %d: max primal residual ||W - Z|| %.4g", method,
+      logs.append(done, phase.name + "_update", update_metrics)
+      logging.info("%s %s update at step %d: max primal residual ||W - Z|| %.4g", where,
                    phase.name, done, max(float(np.max(v)) for v in update_metrics.values()))
     if done % log_every == 0 or done == end:
       means = {k: np.mean(np.stack([np.asarray(m[k]) for m in window]), 0)
@@ -262,10 +397,13 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
       now = time.time()
       rate = len(window) * examples / max(now - t_window, 1e-9)
       eta = (total - done) * examples / rate
-      logging.info("%s %s step %d/%d  loss %.4f  acc %.3f  %.0f ex/s  ETA %s", method,
-                   phase.name, done, total, float(means["loss"].mean()),
-                   float(means["accuracy"].mean()), rate, _hms(eta))
-      _append_metrics(workdir, names, done, phase.name, means)
+      progress.advance(method, len(window) * len(names), now - t_window)
+      loss = float(means.get("cross_entropy", means["loss"]).mean())
+      terms = f"  {extra} {float(means['loss'].mean()) - loss:.4g}" if extra else ""
+      logging.info("%s %s step %d/%d  loss %.4f%s  acc %.3f  %.0f ex/s  ETA %s (run %s)",
+                   where, phase.name, done, total, loss, terms,
+                   float(means["accuracy"].mean()), rate, _hms(eta), progress.eta())
+      logs.append(done, phase.name, means, {"examples_per_s": rate})
       window, t_window = [], now
     preempted = (jax.process_count() > 1 and
                  multihost_utils.reached_preemption_sync_point(done))
@@ -275,6 +413,14 @@ def _train_phase(config, workdir, method, phase, names, state, hp, batches, batc
       ckpt.wait()
       raise Preempted(f"preempted at step {done} of {method}; checkpoint saved, rerun the "
                       "same command to resume")
+    if stop and done < total:
+      ckpt.wait()
+      if ckpt.latest_step() != done:
+        ckpt.save(done, state, _meta(names, method, phase.name, done, total, state))
+        ckpt.wait()
+      ckpt.close()
+      raise Interrupted(f"interrupted at step {done} of {method}; rerun the same command to "
+                        "resume", 128 + stop[0])
   return state
 
 
@@ -355,23 +501,8 @@ def _check_finite(means, names, step, phase):
           "optimizer.learning_rate or check the data")
 
 
-def _append_metrics(workdir, names, step, phase, means):
-  if not _is_writer():
-    return
-  for k, name in enumerate(names):
-    line = {"step": step, "phase": phase} | {m: float(np.atleast_1d(v)[k])
-                                             for m, v in means.items()}
-    with open(workdir / name / "metrics.jsonl", "a") as f:
-      f.write(json.dumps(line) + "\n")
-
-
-def _truncate_metrics(workdir, names, step):
-  """A resumed run rewrites what came after its checkpoint; drop those lines."""
-  for name in names:
-    path = workdir / name / "metrics.jsonl"
-    if path.exists():
-      lines = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= step]
-      path.write_text("".join(l + "\n" for l in lines))
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _hms(seconds: float) -> str:
@@ -400,6 +531,9 @@ def _check_same_run(workdir: Path, config_json: dict) -> None:
     return
   old = results.flatten(json.loads(path.read_text()))
   new = results.flatten(config_json)
+  # A key added to the config since that run started, at its default, changes nothing.
+  defaults = results.flatten(json.loads(config_lib.base().to_json_best_effort()))
+  old |= {k: v for k, v in new.items() if k not in old and k in defaults and v == defaults[k]}
   changed = sorted(k for k in old.keys() | new.keys()
                    if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
   if changed:

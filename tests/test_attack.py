@@ -245,8 +245,8 @@ def test_evaluate_keys_and_values():
   is_member = np.r_[np.ones(500, bool), np.zeros(500, bool)]
   p = np.where(is_member, 0.9, 0.1)
   out = attack.evaluate(p, is_member)
-  assert set(out) == {'attack_accuracy', 'attack_auc', 'attack_tpr_at_fpr', 'gain',
-                      'js_divergence', 'notes'}
+  assert set(out) == {'attack_accuracy', 'attack_accuracy_at_half', 'attack_auc',
+                      'attack_tpr_at_fpr', 'gain', 'js_divergence', 'notes'}
   assert out['attack_accuracy'] == 1.0 and out['attack_auc'] == 1.0
   # 500 non-members measure FPR 1% but not 0.1%: that one is null, with its reason.
   assert out['attack_tpr_at_fpr'] == {'0.001': None, '0.01': 1.0}
@@ -259,3 +259,69 @@ def test_evaluate_keys_and_values():
   coin = attack.evaluate(np.full(1000, 0.5), is_member)
   assert coin['attack_accuracy'] == 0.5 and coin['attack_auc'] == 0.5
   assert coin['js_divergence'] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_evaluate_reports_accuracy_at_the_given_threshold_and_at_one_half():
+  # Scores shifted below 0.5 (a miscalibrated attack): p >= 0.5 flags nobody, while a
+  # threshold of 0.3 separates the groups.
+  is_member = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+  p = np.where(is_member, 0.4, 0.2)
+  out = attack.evaluate(p, is_member, threshold=0.3)
+  assert out['attack_accuracy'] == 1.0
+  assert out['attack_accuracy_at_half'] == 0.5
+  assert attack.evaluate(p, is_member)['attack_accuracy'] == 0.5
+  with pytest.raises(UserError, match='threshold'):
+    attack.evaluate(p, is_member, threshold=float('nan'))
+
+
+def _no_signal(seed, n):
+  """Softmax outputs and labels drawn at random: membership is a coin flip of nothing."""
+  rng = np.random.default_rng(seed)
+  probs = rng.dirichlet(np.full(C, 0.3), size=n).astype(np.float32)
+  return probs, rng.integers(0, C, n)
+
+
+def test_early_stopping_stops_early_when_more_epochs_only_overfit():
+  # 128 members and 128 non-members with nothing to tell them apart: whatever the attack
+  # learns is its training set's noise, so the held-out gain only falls as it trains.
+  p_in, y_in = _no_signal(0, 128)
+  p_out, y_out = _no_signal(1, 128)
+  p_held, y_held = _no_signal(2, 400)
+  held_is_member = np.arange(400) < 200
+  _, epoch, gains = attack.train_early_stopped(
+      jax.random.PRNGKey(0), 'nasr', C, p_in, y_in, p_out, y_out, p_held, y_held,
+      held_is_member, epochs=30, learning_rate=3e-3)
+  assert len(gains) == 31 and epoch == int(np.argmax(gains))
+  assert epoch <= 5
+  assert gains[-1] < gains[epoch] - 0.05          # 30 epochs would have overfit
+
+
+def test_early_stopping_keeps_training_while_the_held_out_gain_improves(memorised):
+  probs_in, y_in, probs_out, y_out = memorised['train']
+  h = 32
+  fit = (probs_in[h:], y_in[h:], probs_out[h:], y_out[h:])
+  params, epoch, gains = attack.train_early_stopped(
+      jax.random.PRNGKey(1), 'nasr', C, *fit,
+      np.concatenate([probs_in[:h], probs_out[:h]]), np.concatenate([y_in[:h], y_out[:h]]),
+      np.arange(2 * h) < h, epochs=30)
+  assert epoch >= 20 and gains[epoch] > gains[0] + 0.03
+  # The kept parameters are exactly `train`'s after that many epochs.
+  again = attack.train(jax.random.PRNGKey(1), 'nasr', C, *fit, epochs=epoch)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)
+
+
+def test_early_stopping_with_patience_stops_the_run():
+  p_in, y_in = _no_signal(0, 128)
+  p_out, y_out = _no_signal(1, 128)
+  p_held, y_held = _no_signal(2, 200)
+  _, epoch, gains = attack.train_early_stopped(
+      jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out, y_out, p_held, y_held,
+      np.arange(200) < 100, epochs=50, batch_size=32, patience=3)
+  assert len(gains) == epoch + 4
+  with pytest.raises(UserError, match='patience'):
+    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
+                               y_out, p_held, y_held, np.arange(200) < 100, epochs=5,
+                               patience=0)
+  with pytest.raises(UserError, match='held_is_member'):
+    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
+                               y_out, p_held, y_held, np.ones(200, bool), epochs=5)

@@ -40,7 +40,8 @@ TIMEOUT_S = 300
 def _env(**extra) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items()
          if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", "JAX_PLATFORMS")}
-  return env | {"JAX_PLATFORMS": "cpu"} | extra
+  # The launcher runs this interpreter, whatever the checkout's layout (a .venv or not).
+  return env | {"JAX_PLATFORMS": "cpu", "PYTHON": sys.executable} | extra
 
 
 class _Run:

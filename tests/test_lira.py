@@ -1,4 +1,4 @@
-"""Tests for miajax.lira: shadow masks, logit-scaled confidence and LiRA scores."""
+"""Tests for miajax.lira: shadow masks, logit-scaled confidence and LiRA scores; a LiRA run."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,10 @@ import pytest
 import scipy.optimize
 from scipy.stats import norm
 
+from miajax import config as config_lib
 from miajax import lira
+from miajax import splits as splits_lib
+from miajax import train
 from miajax.errors import UserError
 
 
@@ -20,12 +23,53 @@ def _tpr_at_fpr(scores, is_member, fpr):
 # --- keep_masks ---------------------------------------------------------------------------
 
 
-def test_keep_masks_every_example_in_for_exactly_half():
-  masks = np.asarray(lira.keep_masks(jax.random.key(0), 16, 1000))
-  assert masks.shape == (16, 1000) and masks.dtype == np.bool_
-  np.testing.assert_array_equal(masks.sum(axis=0), 8)
-  # Each model sees about half the pool (binomial(1000, 1/2): sd 16).
-  assert np.all(np.abs(masks.sum(axis=1) - 500) < 100)
+@pytest.mark.parametrize("num_models", [1, 2, 3, 16, 17, 18])
+@pytest.mark.parametrize("pool_size", [1, 999, 1000])
+def test_keep_masks_every_model_trains_on_exactly_half_the_pool(num_models, pool_size):
+  masks = np.asarray(lira.keep_masks(jax.random.key(0), num_models, pool_size))
+  assert masks.shape == (num_models, pool_size) and masks.dtype == np.bool_
+  np.testing.assert_array_equal(masks.sum(axis=1), pool_size // 2)
+
+
+@pytest.mark.parametrize("num_models", [3, 5, 17])
+def test_keep_masks_even_shadow_count_every_example_in_for_half_the_shadows(num_models):
+  masks = np.asarray(lira.keep_masks(jax.random.key(0), num_models, 1000))
+  shadows = masks[1:]
+  np.testing.assert_array_equal(shadows.sum(axis=0), (num_models - 1) // 2)
+  # Pairs (1, 2), (3, 4), ... split the pool into complementary halves.
+  np.testing.assert_array_equal(shadows[0::2] ^ shadows[1::2], True)
+
+
+def test_keep_masks_odd_pool_leaves_one_example_out_of_each_pair():
+  masks = np.asarray(lira.keep_masks(jax.random.key(0), 17, 1001))
+  pairs = masks[1::2] | masks[2::2]
+  np.testing.assert_array_equal(pairs.sum(axis=1), 1000)
+  # Each example is IN for 8 shadows, or 7 where it was a pair's leftover (8 pairs at most).
+  counts = masks[1:].sum(axis=0)
+  assert set(np.unique(counts)) <= {7, 8} and (counts == 7).sum() <= 8
+
+
+def test_keep_masks_odd_shadow_count_last_shadow_draws_its_own_half():
+  masks = np.asarray(lira.keep_masks(jax.random.key(0), 6, 1000))   # 5 shadows
+  np.testing.assert_array_equal(masks[1:5].sum(axis=0), 2)
+  last = masks[5]
+  assert last.sum() == 500
+  # Independent of the pairs' halves: it overlaps shadow 1 on about a quarter of the pool
+  # (hypergeometric, sd 11).
+  assert abs((last & masks[1]).sum() - 250) < 60
+
+
+def test_keep_masks_target_independent_of_shadows():
+  """The shadows' IN counts do not depend on whether the target trains on an example, and each
+  shadow shares a quarter of the pool with the target (hypergeometric: mean N/4, sd 25 for
+  N = 10,000), as independent uniform halves do."""
+  pool = 10000
+  masks = np.asarray(lira.keep_masks(jax.random.key(3), 17, pool))
+  target, shadows = masks[0], masks[1:]
+  counts = shadows.sum(axis=0)
+  assert counts[target].mean() == counts[~target].mean()
+  overlap = (shadows & target).sum(axis=1)
+  assert np.all(np.abs(overlap - pool / 4) < 4.5 * 25), overlap
 
 
 def test_keep_masks_seeded():
@@ -34,11 +78,6 @@ def test_keep_masks_seeded():
   c = np.asarray(lira.keep_masks(jax.random.key(2), 8, 500))
   np.testing.assert_array_equal(a, b)
   assert (a != c).mean() > 0.3
-
-
-def test_keep_masks_odd_models_floor_half():
-  masks = np.asarray(lira.keep_masks(jax.random.key(0), 5, 100))
-  np.testing.assert_array_equal(masks.sum(axis=0), 2)
 
 
 @pytest.mark.parametrize("num_models,pool_size", [(0, 10), (4, 0), (2.5, 10), (True, 3)])
@@ -92,7 +131,7 @@ def gaussian_world():
   left comes from the shadows, the part under test.
   """
   rng = np.random.default_rng(0)
-  shadow_in = np.asarray(lira.keep_masks(jax.random.key(0), _M, _N))
+  shadow_in = np.asarray(lira.keep_masks(jax.random.key(0), _M + 1, _N))[1:]  # no target
   mu = rng.normal(0.0, 2.0, _N)
   shadow_conf = mu + shadow_in + rng.standard_normal((_M, _N))
   is_member = np.arange(_N) < _N // 2
@@ -259,3 +298,44 @@ def test_saturated_shadows_stay_finite():
 def test_scores_rejects_mismatched_shapes(target, conf, mask):
   with pytest.raises(UserError):
     lira.scores(target, conf, mask, online=False, fixed_variance=False)
+
+
+# --- end to end: a LiRA stack's record and lira_scores.npz ----------------------------------
+
+
+@pytest.mark.slow
+def test_lira_run_records_lira_and_rmia_and_saves_their_scores(tmp_path, data_dir):
+  """Digits, a target and 2 shadows, 2 epochs: the pipeline, not the attacks' power."""
+  c = config_lib.base()
+  c.data.dir = str(data_dir)
+  c.lira.num_shadows = 2
+  c.lira.rmia_offline_a = 0.6
+  c.train.epochs = 2.0
+  records = train.train_and_evaluate(c, tmp_path)
+  assert [r["name"] for r in records] == ["baseline-lira00", "baseline-lira01",
+                                          "baseline-lira02"]
+  fields = records[0]["lira"]
+  assert records[1]["lira"] is None and records[2]["lira"] is None
+  for name in ("online", "offline", "rmia_online", "rmia_offline"):
+    assert 0.0 <= fields[name]["auc"] <= 1.0
+  assert fields["rmia_offline_a"] == 0.6 and fields["rmia_gamma"] == 1.0
+  s = splits_lib.Splits.load(tmp_path / "baseline-lira00" / "splits.npz")
+  assert fields["rmia_num_population"] == len(s.reference)
+  with np.load(tmp_path / "baseline-lira00" / "lira_scores.npz") as f:
+    np.testing.assert_array_equal(f["population_index"], s.reference)
+    keep = f["keep"]
+    np.testing.assert_array_equal(keep.sum(axis=1), len(s.train) // 2)
+    np.testing.assert_array_equal(f["is_member"], keep[0])
+    for key in ("score_lira_online", "score_rmia_online", "score_rmia_offline"):
+      assert f[key].shape == (len(s.train),)
+    assert np.all((f["score_rmia_online"] >= 0) & (f["score_rmia_online"] <= 1))
+
+
+def test_bad_rmia_offline_a_is_refused_before_anything_is_written(tmp_path, data_dir):
+  c = config_lib.base()
+  c.data.dir = str(data_dir)
+  c.lira.num_shadows = 2
+  c.lira.rmia_offline_a = 1.5
+  with pytest.raises(UserError, match="lira.rmia_offline_a"):
+    train.train_and_evaluate(c, tmp_path / "run")
+  assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, run_main
-from miajax import results, splits
+from miajax import logs, results, splits
 
 pytestmark = pytest.mark.slow
 QUICK = ("--config.methods=('baseline',)", "--config.train.epochs=4", "--config.attack.epochs=2")
@@ -38,6 +38,12 @@ def test_default_run_leaves_results_config_splits_and_a_checkpoint(tmp_path, dat
   steps = ocp.CheckpointManager(trial / "checkpoints").all_steps()
   assert r["step"] in steps
   assert "test acc" in proc.stdout                   # the summary table
+  # TensorBoard reads the same curves as metrics.jsonl (tensorboard --logdir DIR).
+  scalars = logs.read_scalars(trial)
+  assert {"train/loss", "train/cross_entropy", "train/accuracy",
+          "train/examples_per_s"} <= set(scalars)
+  assert [s for s, _ in scalars["train/loss"]] == [
+      json.loads(l)["step"] for l in (trial / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("override,field", [
@@ -98,18 +104,22 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, data_dir):
   assert run_main(f"--workdir={whole}", *args).returncode == 0
 
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen([sys.executable, "-m", "miajax.main", f"--workdir={cut}", *args],
-                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  ckpts = cut / "baseline-seed0" / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and any(p.name == "60" for p in ckpts.iterdir()):
-      proc.send_signal(signal.SIGKILL)
-      break
-    time.sleep(0.02)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+  log = tmp_path / "cut.log"
+  with log.open("w") as f:
+    proc = subprocess.Popen([sys.executable, "-m", "miajax.main", f"--workdir={cut}", *args],
+                            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    # Killed once a checkpoint at step 60 or later exists (which one does not matter: older
+    # ones are deleted as newer ones land), well before the last of 300 steps.
+    ckpts = cut / "baseline-seed0" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      if ckpts.exists() and any(p.name.isdigit() and 60 <= int(p.name) < 300
+                                for p in ckpts.iterdir()):
+        proc.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.05)
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
   assert not (cut / "results.json").exists()
 
   resumed = run_main(f"--workdir={cut}", *args)
@@ -170,3 +180,17 @@ def test_scores_npz_reproduces_the_reported_loss_attack_auc(tmp_path, data_dir):
     nn_auc = roc_auc_score(f["is_member"][audit], f["score_nn"][audit])
   assert auc == pytest.approx(record["threshold_attacks"]["loss"]["auc"], abs=1e-9)
   assert nn_auc == pytest.approx(record["attack_auc"], abs=1e-9)
+
+
+def test_a_workdir_from_before_a_config_key_existed_resumes_while_the_key_is_default(tmp_path):
+  from miajax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from miajax import train  # pylint: disable=g-import-not-at-top
+  from miajax.errors import UserError  # pylint: disable=g-import-not-at-top
+  config = json.loads(config_lib.base().to_json_best_effort())
+  older = json.loads(json.dumps(config))
+  del older["lira"]["rmia_offline_a"], older["split_per_trial"]
+  (tmp_path / "config.json").write_text(json.dumps(older))
+  train._check_same_run(tmp_path, config)                  # the same computation: resumes
+  config["split_per_trial"] = True
+  with pytest.raises(UserError, match="split_per_trial"):
+    train._check_same_run(tmp_path, config)

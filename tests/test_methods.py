@@ -8,7 +8,9 @@ import numpy as np
 import optax
 import pytest
 
+from miajax import attack as attack_lib
 from miajax import config as config_lib
+from miajax import dp as dp_lib
 from miajax import methods
 from miajax import models
 from miajax import pruning
@@ -104,6 +106,19 @@ def test_admm_update_rescales_the_scaled_dual_when_rho_grows():
                                  rtol=1e-5, atol=1e-8)
 
 
+def test_steps_log_the_cross_entropy_apart_from_the_objective_they_minimise():
+  # Fig. 2 plots the task loss; the ADMM W-step's objective adds rho/2 ||W - Z + U||^2.
+  _, _, _, recipe, state, hp = _setup("pruning", **{"admm.rho": 1.0})
+  batch = _batch(jax.random.PRNGKey(0), 1)
+  _, plain = steps.lift(_phase(recipe, "pretrain").step, "vmap", donate=False)(state, batch, hp)
+  np.testing.assert_allclose(plain["cross_entropy"], plain["loss"], rtol=1e-6)
+  admm = _phase(recipe, "admm")
+  state = steps.lift_update(lambda s, h: (admm.enter(s, h), {}), "vmap")(state, hp)[0]
+  _, m = steps.lift(admm.step, "vmap")(state, batch, hp)
+  np.testing.assert_allclose(m["cross_entropy"], plain["cross_entropy"], rtol=1e-5)
+  assert float(m["loss"][0]) > float(m["cross_entropy"][0]) + 1.0   # the proximal term
+
+
 def test_masked_retraining_keeps_pruned_weights_and_adam_moments_exactly_zero():
   _, _, _, recipe, state, hp = _setup("pruning")
   retrain = _phase(recipe, "retrain")
@@ -165,6 +180,10 @@ def test_dp_recipe_is_calibrated_to_the_target_epsilon():
   report = recipe.report
   assert 0.97 * 2.0 <= report["dp_epsilon"] <= 2.0
   assert report["dp_noise_multiplier"] > 0
+  # Accounted at what the run does: batches of 64 of the 640 members, 3 epochs of 10 steps.
+  assert recipe.total_steps == 30
+  assert report["dp_epsilon"] == pytest.approx(dp_lib.epsilon(
+      report["dp_noise_multiplier"], 64 / 640, 30, 1e-5), rel=1e-9)
   step = steps.lift(recipe.phases[0].step, "vmap")
   state, metrics = step(state, _batch(jax.random.PRNGKey(0), 1), hp)
   assert np.isfinite(float(metrics["loss"][0]))
@@ -177,3 +196,89 @@ def test_dp_refuses_batchnorm_models():
   config.model.name = "resnet18"
   with pytest.raises(Exception, match="model.norm"):
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("method", ["baseline", "pruning", "minmax", "pruning_minmax", "dp"])
+def test_total_steps_is_known_before_the_recipe_is_built(method):
+  config, model, tx, _, _, _ = _setup("baseline")
+  built = methods.recipe(method, config, model, tx, steps_per_epoch=7, num_classes=10,
+                         num_members=640)
+  assert methods.total_steps(method, config, 7) == built.total_steps > 0
+
+
+def _tree_get(tree, path):
+  return functools.reduce(lambda t, k: t[k.key], path, tree)
+
+
+def test_admm_w_step_gradient_is_the_task_gradient_plus_rho_times_w_minus_z_plus_u():
+  # SGD at rate 1: the update is minus the gradient, so the step's gradient is read off it.
+  rho = 0.3
+  _, model, tx, recipe, state, hp = _setup("pruning", tx=optax.sgd(1.0), **{"admm.rho": rho})
+  admm = _phase(recipe, "admm")
+  state = steps.lift_update(lambda s, h: (admm.enter(s, h), {}), "vmap")(state, hp)[0]
+  # Z and U as after some updates: any values, not the zeros and projection of `enter`.
+  noise = lambda salt: jax.tree.map(
+      lambda x: 0.1 * jax.random.normal(jax.random.PRNGKey(salt), x.shape), state.params)
+  state = state.replace(extra=state.extra | {"z": noise(1), "u": noise(2)})
+  batch = _batch(jax.random.PRNGKey(3), 1)
+  one = lambda tree: jax.tree.map(lambda x: x[0], tree)
+  task = jax.grad(lambda p: steps.classifier_loss(p, {}, model, one(batch))[0])(
+      one(state.params))
+  before = jax.device_get(state)
+  after, _ = steps.lift(admm.step, "vmap")(state, batch, hp)
+  for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"], is_leaf=lambda x: x is None):
+    w, z, u = (_tree_get(before.params, path)[0], _tree_get(before.extra["z"], path)[0],
+               _tree_get(before.extra["u"], path)[0])
+    grad = w - _tree_get(after.params, path)[0]
+    want = _tree_get(task, path) + (rho * (w - z + u) if n is not None else 0.0)
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+
+
+def _dp_update(state, batch, hp, step):
+  before = jax.device_get(state.params)
+  after, _ = step(state, batch, hp)
+  return after, jax.tree.map(lambda a, b: np.asarray(b) - np.asarray(a), jax.device_get(
+      after.params), before)
+
+
+def test_dp_step_adds_fresh_gaussian_noise_of_sigma_clip_over_batch_every_step():
+  # SGD at rate 1: update = -(sum of clipped gradients + N(0, sigma^2 C^2)) / B. Running the
+  # same step with the noise multiplier at 0 isolates the noise.
+  sigma, clip, b = 1.7, 0.5, 32
+  _, _, _, recipe, state, hp = _setup("dp", tx=optax.sgd(1.0), **{"dp.clip_norm": clip})
+  step = steps.lift(recipe.phases[0].step, "vmap", donate=False)
+  noisy = {"noise_multiplier": jnp.full((1,), sigma, jnp.float32)}
+  quiet = {"noise_multiplier": jnp.zeros((1,), jnp.float32)}
+  noises = []
+  for i in range(2):
+    batch = _batch(jax.random.PRNGKey(10 + i), 1, n=b)
+    _, with_noise = _dp_update(state, batch, noisy, step)
+    _, without = _dp_update(state, batch, quiet, step)
+    noises.append(np.concatenate([(x - y).ravel() for x, y in zip(
+        jax.tree.leaves(with_noise), jax.tree.leaves(without))]))
+    state, _ = step(state, batch, noisy)       # the next step starts where this one ended
+  for noise in noises:
+    assert np.std(noise) == pytest.approx(sigma * clip / b, rel=0.02)
+  assert abs(np.corrcoef(noises[0], noises[1])[0, 1]) < 0.02   # a fresh key each step
+
+
+def test_minmax_classifier_step_lowers_the_inner_attacks_gain_on_its_members():
+  # Same state, batch and attack update; only gamma differs. The attack's gain on the
+  # member batch, after the classifier step, must be lower with gamma > 0 (Eq. 3's sign).
+  _, model, _, recipe, state, _ = _setup("minmax", tx=optax.sgd(0.5))
+  step = steps.lift(recipe.phases[0].step, "vmap", donate=False)
+  batch = _batch(jax.random.PRNGKey(4), 1, side=1)
+  attack_model = attack_lib.create("nasr", 10)
+  # An attack with a say: the initial N(0, 0.01^2) weights answer 0.5 to everything.
+  att = state.extra["attack"]
+  att = att.replace(params=jax.tree.map(lambda x: 20.0 * x, att.params))
+  state = state.replace(extra=state.extra | {"attack": att})
+  gains = {}
+  for gamma in (0.0, 5.0):
+    after, _ = step(state, batch, {"gamma": jnp.full((1,), gamma, jnp.float32)})
+    one = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    logits = model.apply({"params": one(after.params)}, batch["image"][0], train=False)
+    member_logit = attack_model.apply({"params": one(after.extra["attack"].params)},
+                                      jax.nn.softmax(logits), batch["label"][0])
+    gains[gamma] = float(jnp.mean(jax.nn.log_sigmoid(member_logit)))
+  assert gains[5.0] < gains[0.0] - 1e-4, gains

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 import scipy.special
+import scipy.stats
 from sklearn import metrics as skm
 
 from miajax import metrics
@@ -116,12 +117,64 @@ def test_loss_and_confidence_scores():
   ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
   np.testing.assert_allclose(metrics.loss_score(logits, labels), -ce, rtol=1e-6, atol=1e-6)
   probs = scipy.special.softmax(logits, axis=1)
-  np.testing.assert_allclose(metrics.confidence_score(logits, labels),
-                             probs[np.arange(64), labels], rtol=1e-12)
+  # Salem et al.'s label-free confidence: the top probability, whatever the label.
+  np.testing.assert_allclose(metrics.confidence_score(logits, labels), probs.max(axis=1),
+                             rtol=1e-12)
+  np.testing.assert_array_equal(metrics.confidence_score(logits, labels),
+                                metrics.confidence_score(logits, (labels + 1) % 7))
   # Stable for extreme logits.
   big = np.array([[1000.0, 0.0], [0.0, 1000.0]])
   s = metrics.loss_score(big, np.array([0, 0]))
   np.testing.assert_allclose(s, [0.0, -1000.0])
+  np.testing.assert_allclose(metrics.confidence_score(big, np.array([0, 0])), [1.0, 1.0])
+
+
+def test_confidence_is_not_a_monotone_function_of_the_loss():
+  # Confidently wrong: low loss score, high confidence. Unsure but right: the reverse.
+  logits = np.array([[5.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+  labels = np.array([1, 0])
+  loss = metrics.loss_score(logits, labels)
+  confidence = metrics.confidence_score(logits, labels)
+  assert loss[0] < loss[1] and confidence[0] > confidence[1]
+  # So the two attacks rank examples differently: their AUCs differ on the same data.
+  is_member = np.array([True, False])
+  assert metrics.roc_auc(loss, is_member) == 0.0
+  assert metrics.roc_auc(confidence, is_member) == 1.0
+
+
+def test_logit_score_is_log_odds_of_the_label_probability():
+  logits, labels = _logits(3)
+  p = scipy.special.softmax(logits, axis=1)[np.arange(64), labels]
+  phi = metrics.logit_score(logits, labels)
+  np.testing.assert_allclose(phi, np.log(p) - np.log1p(-p), rtol=1e-9, atol=1e-9)
+  # Where nothing saturates it orders the examples exactly as the loss does.
+  np.testing.assert_array_equal(np.argsort(phi), np.argsort(metrics.loss_score(logits, labels)))
+  # Finite for any finite logits: certain right and certain wrong.
+  extreme = metrics.logit_score(np.array([[1000.0, 0.0, 0.0], [0.0, 1000.0, 0.0]]),
+                                np.array([0, 0]))
+  np.testing.assert_allclose(extreme, [1000.0 - math.log(2.0), -1000.0])
+
+
+def test_logit_score_splits_ties_the_saturated_loss_cannot():
+  # Margins of 40 and 50 nats: the float64 log-softmax of the label rounds to exactly 0 for
+  # both, so the loss ties them; phi is about the margin and still orders them.
+  logits = np.array([[50.0, 0.0, 0.0], [40.0, 0.0, 0.0], [38.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
+  labels = np.zeros(4, np.int64)
+  loss = metrics.loss_score(logits, labels)
+  phi = metrics.logit_score(logits, labels)
+  assert loss[0] == loss[1] == loss[2] == 0.0 and loss[3] < 0.0
+  np.testing.assert_allclose(phi, [50 - math.log(2), 40 - math.log(2), 38 - math.log(2),
+                                   30 - math.log(2)])
+  # Members at the two largest margins: phi separates them from the 38-nat non-member, the
+  # loss cannot (a tie counts one half), and no loss threshold can split the three.
+  is_member = np.array([True, True, False, False])
+  assert metrics.roc_auc(phi, is_member) == 1.0
+  assert metrics.roc_auc(loss, is_member) == 0.75
+  top = slice(0, 3)
+  assert metrics.threshold_attack(phi[top], is_member[top], phi[top],
+                                  is_member[top])['accuracy'] == 1.0
+  assert metrics.threshold_attack(loss[top], is_member[top], loss[top],
+                                  is_member[top])['accuracy'] == 0.5
 
 
 def test_modified_entropy_matches_definition():
@@ -183,6 +236,114 @@ def test_threshold_attack_separable_and_midpoint():
   assert out['accuracy'] == 1.0 and out['auc'] == 1.0
 
 
+def _two_scale_classes(rng, n):
+  """Class 0 scores around 0, class 1 around 10; within each class members sit 1 higher."""
+  labels = rng.integers(0, 2, n)
+  is_member = rng.random(n) < 0.5
+  scores = 10.0 * labels + is_member + 0.3 * rng.normal(size=n)
+  return scores, is_member, labels
+
+
+def test_class_thresholds_beat_a_global_threshold_when_class_scales_differ():
+  rng = np.random.default_rng(0)
+  train, audit = _two_scale_classes(rng, 2000), _two_scale_classes(rng, 2000)
+  by_class = metrics.class_threshold_attack(*train, *audit, num_classes=2)
+  overall = metrics.threshold_attack(train[0], train[1], audit[0], audit[1])
+  # Within a class the groups are 1 apart at noise 0.3: about 95% separable. One threshold
+  # for both classes can serve only one of them.
+  assert by_class['accuracy'] > 0.9
+  assert overall['accuracy'] < 0.8
+  assert by_class['auc'] > overall['auc'] + 0.1
+  np.testing.assert_allclose(by_class['thresholds'], [0.5, 10.5], atol=0.1)
+  assert not by_class['fallback'].any()
+
+
+def test_class_thresholds_each_maximise_their_class_balanced_accuracy():
+  rng = np.random.default_rng(1)
+  scores, is_member, labels = _two_scale_classes(rng, 600)
+  scores = np.round(scores, 1)
+  thresholds, _ = metrics.class_thresholds(scores, is_member, labels, 2)
+  for c in range(2):
+    sel = labels == c
+    assert metrics.balanced_accuracy(scores[sel] >= thresholds[c], is_member[sel]) == \
+        pytest.approx(_brute_force_best(scores[sel], is_member[sel]))
+
+
+def test_class_without_members_or_non_members_falls_back_to_the_global_threshold():
+  scores = np.array([0.0, 1.0, 2.0, 3.0, 5.0, 6.0, 7.0])
+  is_member = np.array([False, True, False, True, True, True, True])
+  labels = np.array([0, 0, 1, 1, 2, 2, 2])      # class 2: members only; class 3: absent
+  thresholds, fallback = metrics.class_thresholds(scores, is_member, labels, 4)
+  global_threshold = metrics.fit_threshold(scores, is_member)
+  assert fallback.tolist() == [False, False, True, True]
+  assert thresholds[2] == thresholds[3] == global_threshold
+  assert thresholds[0] == 0.5 and thresholds[1] == 2.5
+  # An audit example of the unseen class is judged by the global threshold.
+  out = metrics.class_threshold_attack(scores, is_member, labels, np.array([1.0, 7.0]),
+                                       np.array([False, True]), np.array([3, 3]), 4)
+  assert out['accuracy'] == (1.0 if global_threshold > 1.0 else 0.5)
+
+
+def _gaussian_scores(rng, n, shift):
+  is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+  return rng.normal(size=2 * n) + shift * is_member, is_member
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_examples():
+  rng = np.random.default_rng(0)
+  widths = []
+  for n in (250, 2500):
+    scores, is_member = _gaussian_scores(rng, n, 0.5)
+    pred = scores >= 0.25
+    out = metrics.bootstrap_intervals(scores, is_member, pred, replicates=400, seed=1)
+    point = {'auc': metrics.roc_auc(scores, is_member),
+             'accuracy': metrics.balanced_accuracy(pred, is_member)}
+    for key, value in point.items():
+      lo, hi = out[key]
+      assert lo < value < hi, key
+    tpr, _ = metrics.tpr_report(scores, is_member)
+    for f in ('0.001', '0.01'):
+      if tpr[f] is None:   # 250 non-members cannot measure an FPR below 0.1%: no interval
+        assert n == 250 and f == '0.001' and out['tpr_at_fpr'][f] is None
+      else:
+        lo, hi = out['tpr_at_fpr'][f]
+        assert lo <= tpr[f] <= hi
+    widths.append(out['auc'][1] - out['auc'][0])
+  # Width ~ 1/sqrt(n): ten times the examples, about a third of the width.
+  assert widths[1] < 0.45 * widths[0]
+  # Seeded: the same seed gives the same interval.
+  assert metrics.bootstrap_intervals(scores, is_member, pred, replicates=400, seed=1) == out
+
+
+def test_bootstrap_replicate_statistics_match_the_plain_metrics():
+  # With every weight 1 the vectorised per-replicate AUC and TPR are the sample's own.
+  scores, is_member = _random_case(3)
+  order = np.argsort(-scores, kind='stable')
+  levels = np.concatenate([[0], np.cumsum(np.diff(scores[order]) != 0)])
+  w_in = is_member[order][None].astype(float)
+  w_out = (~is_member[order])[None].astype(float)
+  auc, tpr = metrics._weighted_roc_stats(levels, w_in, w_out, is_member.sum(),
+                                         (~is_member).sum(), (0.05, 0.1, 0.3))
+  assert auc[0] == pytest.approx(metrics.roc_auc(scores, is_member), abs=1e-12)
+  for f in (0.05, 0.1, 0.3):
+    if (~is_member).sum() >= 1 / f:
+      assert tpr[f][0] == pytest.approx(metrics.tpr_at_fpr(scores, is_member, f), abs=1e-12)
+
+
+def test_bootstrap_auc_interval_covers_the_true_auc_about_95_percent_of_the_time():
+  # Members N(d, 1), non-members N(0, 1): the population AUC is Phi(d / sqrt 2). Over 200
+  # independent samples the 95% interval should miss it about 10 times (sd ~3).
+  d = 0.5
+  true_auc = scipy.stats.norm.cdf(d / math.sqrt(2.0))
+  rng = np.random.default_rng(0)
+  covered = 0
+  for rep in range(200):
+    scores, is_member = _gaussian_scores(rng, 100, d)
+    lo, hi = metrics.bootstrap_intervals(scores, is_member, replicates=200, seed=rep)['auc']
+    covered += lo <= true_auc <= hi
+  assert 0.89 <= covered / 200 <= 0.99
+
+
 def test_per_class():
   out = metrics.per_class(
       train_correct=np.array([1, 1, 1, 0], bool), train_labels=np.array([0, 0, 1, 1]),
@@ -210,6 +371,13 @@ def test_per_class():
     (lambda: metrics.balanced_accuracy([0.3, 1.0], [True, False]), 'pred_member'),
     (lambda: metrics.loss_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),
     (lambda: metrics.loss_score(np.zeros((2,)), np.array([0, 1])), 'logits'),
+    (lambda: metrics.logit_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),
+    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 5], 2), 'labels'),
+    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 1], 0), 'num_classes'),
+    (lambda: metrics.bootstrap_intervals([0.1, 0.2], [True, False], replicates=1),
+     'replicates'),
+    (lambda: metrics.bootstrap_intervals([0.1, 0.2], [True, False], [True], replicates=9),
+     'predicted'),
 ])
 def test_bad_input_raises_user_error(call, field):
   with pytest.raises(UserError, match=field):

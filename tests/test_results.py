@@ -38,3 +38,52 @@ def test_table_shows_mean_and_interval_per_method_and_dashes_for_null(tmp_path):
   results.write(tmp_path, recs)
   assert json.loads((tmp_path / "results.json").read_text()) == recs
   assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,method")
+
+
+def _attack_record(name, method, seed, acc, auc, loss_auc, intervals=None):
+  return results.record(
+      name=name, method=method, seed=seed, test_accuracy=0.9, attack_accuracy=acc,
+      attack_auc=auc, threshold_attacks={"loss": {"accuracy": 0.6, "auc": loss_auc}},
+      intervals=intervals)
+
+
+def test_table_says_what_each_interval_covers():
+  bootstrap = {"attack_accuracy": [0.571, 0.633], "attack_auc": [0.58, 0.625],
+               "threshold_attacks": {"loss": {"accuracy": [0.5, 0.7], "auc": [0.55, 0.6]}}}
+  recs = [_attack_record("baseline-seed0", "baseline", 0, 0.60, 0.61, 0.58, bootstrap),
+          _attack_record("baseline-seed1", "baseline", 1, 0.62, 0.63, 0.59, bootstrap),
+          _attack_record("dp-seed0", "dp", 0, 0.5, 0.502, 0.51, bootstrap),
+          _attack_record("pruning-seed0", "pruning", 0, 0.55, 0.56, 0.52)]
+  lines = results.table(recs).splitlines()
+  # The header and the rows keep their places; the captions follow the table.
+  assert lines[0].split()[:2] == ["method", "seeds"] and lines[1].startswith("---")
+  header = lines[0]
+  for title in ("test acc", "attack acc", "attack AUC", "loss AUC"):
+    assert title in header
+  rows = {line.split()[0]: line for line in lines[2:5]}
+  # Two seeds: mean ± t-interval over seeds, never a bootstrap interval.
+  assert "61.00±" in rows["baseline"] and "[" not in rows["baseline"]
+  # One seed: the trial's bootstrap interval over audit examples.
+  assert "50.00 [57.10,63.30]" in rows["dp"]
+  assert "0.502 [0.580,0.625]" in rows["dp"] and "0.510 [0.550,0.600]" in rows["dp"]
+  # One seed without intervals (an older record): the value alone.
+  assert "55.00" in rows["pruning"] and "±" not in rows["pruning"] and "[" not in rows["pruning"]
+  captions = lines[5:]
+  assert captions == [results.SEEDS_CAPTION, results.BOOTSTRAP_CAPTION]
+  assert "over the seeds" in captions[0] and "training randomness only" in captions[0]
+  assert "one membership split" in captions[0]
+  assert "bootstrap" in captions[1] and "audit examples" in captions[1]
+
+
+def test_table_captions_only_what_it_shows():
+  one = [_attack_record("baseline-seed0", "baseline", 0, 0.6, 0.61, 0.58)]
+  assert len(results.table(one).splitlines()) == 3          # header, rule, row: no interval
+  two = one + [_attack_record("baseline-seed1", "baseline", 1, 0.62, 0.63, 0.59)]
+  assert results.table(two).splitlines()[3:] == [results.SEEDS_CAPTION]
+
+
+def test_new_attack_fields_are_in_the_schema():
+  r = results.record(name="t", attack_accuracy_at_half=0.53, attack_epochs=12,
+                     attack_threshold=0.47, intervals={"attack_auc": [0.5, 0.6]})
+  assert r["attack_accuracy_at_half"] == 0.53 and r["attack_epochs"] == 12
+  assert r["attack_threshold"] == 0.47 and r["intervals"] == {"attack_auc": [0.5, 0.6]}

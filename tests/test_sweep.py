@@ -178,7 +178,8 @@ def test_swept_trials_share_one_compiled_step_per_phase_and_train_with_their_own
 @pytest.mark.slow
 def test_a_swept_dp_trial_matches_the_same_trial_run_alone(tmp_path, data_dir):
   common = ("--config=configs/default.py:smoke", "--config.methods=('dp',)",
-            f"--config.data.dir={data_dir}", "--config.train.log_every=1")
+            f"--config.data.dir={data_dir}", "--config.train.log_every=1",
+            "--config.attack.epochs=1")
   swept = run_main(*common, "--config.sweep.epsilon=(2.0,8.0)", f"--workdir={tmp_path / 's'}")
   assert swept.returncode == 0, swept.stderr[-2000:]
   alone = run_main(*common, "--config.dp.epsilon=8.0", f"--workdir={tmp_path / 'a'}")
@@ -208,7 +209,8 @@ def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_pa
   import sys  # pylint: disable=g-import-not-at-top
   from conftest import ROOT  # pylint: disable=g-import-not-at-top
   common = ["--config=configs/default.py:smoke", "--config.methods=('pruning',)",
-            f"--config.data.dir={data_dir}", "--config.train.log_every=1"]
+            f"--config.data.dir={data_dir}", "--config.train.log_every=1",
+            "--config.attack.epochs=1"]
 
   def run(devices, workdir, *extra):
     out = subprocess.run([sys.executable, "-m", "miajax.main", *common, f"--workdir={workdir}",

@@ -143,38 +143,43 @@ def _trial_rows(indices: np.ndarray, seed: int, step: int, batch_size: int, stre
 def train_batches(data: Data, members: np.ndarray | list[np.ndarray], seeds: np.ndarray,
                   batch_size: int,
                   start: int, stop: int, workers: int = 0,
-                  side_sets: dict[str, tuple[str, np.ndarray, int]] | None = None
+                  side_sets: dict[str, tuple[str, np.ndarray | list[np.ndarray], int]] | None = None
                   ) -> Iterator[dict[str, np.ndarray]]:
   """This host's rows of the training batches of steps [start, stop): (trials, rows, ...).
 
-  `side_sets` adds, per step, `count` batches from other sets, e.g. Min-Max's attack batches
-  {"mem": ("train", attack_members, k), "ref": ("test", reference, k)}, under "mem/image" etc.
-  with shape (trials, count, rows, ...).
+  `members` is one index set for all trials or a list with one per trial (LiRA: every model
+  trains on its own half). `side_sets` adds, per step, `count` batches from other sets, e.g.
+  Min-Max's attack batches {"mem": ("train", minmax_members, k), "ref": ("test",
+  minmax_reference, k)}, under "mem/image" etc. with shape (trials, count, rows, ...); their
+  index sets may also be given per trial.
   """
   side_sets = side_sets or {}
-  # One member set for all trials, or one each (LiRA: every model trains on its own half).
-  per_trial = members if isinstance(members, list) else [members] * len(seeds)
-  smallest = min(per_trial, key=len)
-  for name, (_, idx, count) in {"members": ("train", smallest, 1), **side_sets}.items():
-    if len(idx) < count * batch_size:
-      raise UserError(f"data.batch_size={batch_size}: the {name} set has {len(idx)} examples, "
+  per_trial = lambda idx: idx if isinstance(idx, list) else [idx] * len(seeds)
+  sets = {"members": ("train", per_trial(members), 1)} | {
+      name: (split, per_trial(idx), count) for name, (split, idx, count) in side_sets.items()}
+  for name, (_, idxs, count) in sets.items():
+    smallest = min(len(idx) for idx in idxs)
+    if smallest < count * batch_size:
+      raise UserError(f"data.batch_size={batch_size}: the {name} set has {smallest} examples, "
                       f"fewer than the {count * batch_size} a step reads; allowed: a smaller "
                       "batch size")
   hosts, host = jax.process_count(), jax.process_index()
   rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
 
-  def one_trial(seed: int, members: np.ndarray, step: int) -> dict[str, np.ndarray]:
+  def one_trial(k: int, seed: int, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, step, 1])
-    out = data.read("train", _trial_rows(members, seed, step, batch_size)[rows], rng)
-    for stream, (name, (split, idx, count)) in enumerate(side_sets.items(), start=1):
-      picked = _trial_rows(idx, seed, step, count * batch_size, stream).reshape(count, -1)
+    out = data.read("train", _trial_rows(sets["members"][1][k], seed, step, batch_size)[rows],
+                    rng)
+    for stream, name in enumerate(side_sets, start=1):
+      split, idxs, count = sets[name]
+      picked = _trial_rows(idxs[k], seed, step, count * batch_size, stream).reshape(count, -1)
       side = [data.read(split, p[rows], rng) for p in picked]
       for key in side[0]:
         out[f"{name}/{key}"] = np.stack([b[key] for b in side])
     return out
 
   def batch(step: int) -> dict[str, np.ndarray]:
-    trials = [one_trial(int(seed), m, step) for seed, m in zip(seeds, per_trial)]
+    trials = [one_trial(k, int(seed), step) for k, seed in enumerate(seeds)]
     return {k: np.stack([b[k] for b in trials]) for k in trials[0]}
 
   dataset = grain.MapDataset.range(start, stop).map(batch)

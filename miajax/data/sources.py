@@ -10,13 +10,16 @@ Every record comes back as `{"image": np.uint8 (H, W, C), "label": int}`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Any, Sequence
 from unittest import mock
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from miajax.data import digits
 from miajax.data import idx
@@ -156,8 +159,14 @@ def _prepare_ours(name: str, data_dir: str, manual_dir: str | None) -> None:
       try_download_gcs=False,
   )
   builder = builder_cls(data_dir=data_dir)
+  logging.info("building %s in %s from %s (nothing is downloaded)", name, data_dir,
+               manual_dir or "the copy bundled with scikit-learn")
   try:
-    builder.download_and_prepare(file_format="array_record", download_config=config)
+    # TFDS prints "Downloading and preparing dataset ..." whatever the source (not true
+    # here), and progress bars that tear the log lines apart.
+    tfds.disable_progress_bar()
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(file_format="array_record", download_config=config)
   except OSError:
     # Another process (a second host, a parallel run) may have finished the same
     # directory first, so our final rename found it there: theirs is as good as ours.

@@ -35,8 +35,16 @@ _BUILDERS: dict[str, Callable[[int, str], nn.Module]] = {
 }
 
 NAMES = tuple(_BUILDERS)
+_UNNORMALISED = ("lenet5", "cnn4")
 
-__all__ = ["CNN4", "LeNet5", "MobileNetV2", "NAMES", "NORMS", "ResNet18", "VGG16", "create"]
+
+def normalisation(name: str, norm: str) -> str:
+  """The normalisation model `name` actually has under model.norm=`norm`: "none" for the
+  networks that have none whatever the config says."""
+  return "none" if name in _UNNORMALISED else norm
+
+__all__ = ["CNN4", "LeNet5", "MobileNetV2", "NAMES", "NORMS", "ResNet18", "VGG16", "create",
+           "normalisation"]
 
 
 def create(name: str, num_classes: int, *, norm: str = "batch") -> nn.Module:

@@ -1,0 +1,69 @@
+"""Each trial's training curves on disk: `metrics.jsonl` and TensorBoard event files.
+
+Both sit in the trial's directory, so `tensorboard --logdir DIR` shows every trial of a run.
+The events are written with tensorboardX (no TensorFlow). A resumed run first drops what came
+after its checkpoint: the lines of metrics.jsonl past that step, and, for TensorBoard, a purge
+marker just past that step, so neither holds a curve twice.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorboardX
+
+
+class TrialLogs:
+  """The logs of one stack's trials, written by the first host only."""
+
+  def __init__(self, workdir: Path, names: list[str], start: int, writer: bool = True):
+    self.paths = [Path(workdir) / name for name in names]
+    self.writers = []
+    if not writer:
+      return
+    for path in self.paths:
+      metrics = path / "metrics.jsonl"
+      if metrics.exists():
+        lines = [l for l in metrics.read_text().splitlines() if json.loads(l)["step"] <= start]
+        metrics.write_text("".join(l + "\n" for l in lines))
+      # The suffix keeps a quick resume (same second, same host) from overwriting the file.
+      self.writers.append(tensorboardX.SummaryWriter(
+          str(path), purge_step=start + 1 if start else None, flush_secs=30,
+          filename_suffix=f".{os.getpid()}.from{start}"))
+
+  def append(self, step: int, phase: str, means: dict, scalars: dict | None = None) -> None:
+    """One line per trial of `means` (values with a leading trial axis, or one per stack);
+    `scalars` go to TensorBoard only (e.g. the stack's throughput)."""
+    for k, (path, writer) in enumerate(zip(self.paths, self.writers)):
+      values = {m: float(np.atleast_1d(v)[k] if np.size(v) > 1 else np.ravel(v)[0])
+                for m, v in means.items()}
+      with open(path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "phase": phase} | values) + "\n")
+      for m, v in (values | (scalars or {})).items():
+        writer.add_scalar(f"{phase}/{m}", v, step)
+
+  def close(self) -> None:
+    for writer in self.writers:
+      writer.close()
+
+
+def read_scalars(trial_dir: Path) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} from a trial's event files, as TensorBoard would show them:
+  a purge marker at step s drops what earlier files logged at or after s."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out: dict[str, list[tuple[int, float]]] = {}
+  files = sorted(Path(trial_dir).glob("events.out.tfevents.*"), key=lambda f: f.stat().st_mtime_ns)
+  for path in files:
+    data, i = path.read_bytes(), 0
+    while i + 12 <= len(data):
+      # TFRecord framing: uint64 length, uint32 CRC, payload, uint32 CRC.
+      n = int.from_bytes(data[i:i + 8], "little")
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 16 + n
+      if event.session_log.status == event_pb2.SessionLog.START:
+        out = {tag: [(s, v) for s, v in points if s < event.step]
+               for tag, points in out.items()}
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return out

@@ -1,0 +1,166 @@
+"""Mutation check of the privacy-critical code: each one-line bug must fail a test.
+
+python tests/mutation.py [--only ID[,ID]] [--json PATH]
+
+Every mutant is applied to a fresh copy of the tree (tracked and untracked files, as `git
+ls-files` lists them); the tests that should kill it then run in that copy with the copy first
+on sys.path. A mutant is killed when at least one of them fails. The script prints a table (id,
+what the bug is, killed or SURVIVED, the failing tests, seconds) and exits 1 if any survives.
+It is not part of CI: it runs the named test files once per mutant, minutes each.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (id, bug, file, original line fragment, mutated fragment, tests that must catch it)
+MUTANTS = [
+    ("admm-sign", "ADMM proximal term with the dual's sign flipped (w - z - u)",
+     "miajax/methods.py", "jnp.square(w - z + u)", "jnp.square(w - z - u)",
+     ["tests/test_methods.py"]),
+    ("admm-rho-growth", "ADMM's rho growth ignored",
+     "miajax/methods.py", '"rho": state.extra["rho"] * growth}', '"rho": state.extra["rho"]}',
+     ["tests/test_methods.py"]),
+    ("admm-dual-rescale", "scaled dual not divided by the growth when rho grows",
+     "miajax/methods.py", "(u + w - z) / growth", "(u + w - z)",
+     ["tests/test_methods.py"]),
+    ("dp-no-noise", "no noise in the DP-SGD training step",
+     "miajax/methods.py", 'noise_multiplier=hp["noise_multiplier"])', "noise_multiplier=0.0)",
+     ["tests/test_methods.py"]),
+    ("dp-same-key", "the same DP noise key on every step",
+     "miajax/steps.py", "key=jax.random.split(state.key)[0])", "key=state.key)",
+     ["tests/test_methods.py"]),
+    ("dp-rate", "DP sample rate 10x too small (epsilon understated)",
+     "miajax/methods.py", "sample_rate = config.data.batch_size / num_members",
+     "sample_rate = config.data.batch_size / (10 * num_members)",
+     ["tests/test_methods.py"]),
+    ("dp-clip-scale", "DP clipping scales small gradients up (min(10, C/norm))",
+     "miajax/dp.py", "scale = jnp.minimum(1.0, clip_norm", "scale = jnp.minimum(10.0, clip_norm",
+     ["tests/test_dp.py"]),
+    ("attack-fit-audit", "post-hoc attack fitted on the audit split as well as split 0",
+     "miajax/evaluate.py",
+     "np.flatnonzero(out.select(True, 0)),\n      np.flatnonzero(out.select(False, 0)),",
+     "np.flatnonzero(out.is_member),\n      np.flatnonzero(~out.is_member),",
+     ["tests/test_audit.py"]),
+    ("split-audit-overlap", "audit non-members overlapping the reference set",
+     "miajax/splits.py", "np.sort(test[half:2 * half])", "np.sort(test[half - 1:2 * half - 1])",
+     ["tests/test_splits.py"]),
+    ("split-minmax-audit", "Min-Max reference topped up from the audit set",
+     "miajax/splits.py", "rng.choice(reference, half - len(rest)", "rng.choice(audit, half - len(rest)",
+     ["tests/test_splits.py"]),
+    ("minmax-reads-posthoc-ref", "Min-Max's inner attack reads the post-hoc attack's reference",
+     "miajax/train.py", '"ref": ("test", [s.minmax_reference for s in own], count)',
+     '"ref": ("test", [s.reference for s in own], count)',
+     ["tests/test_audit_sets.py"]),
+    ("lira-minmax-members", "LiRA models' inner attacks fed the shared members",
+     "miajax/train.py", "  if lira:\n    inner =", "  if False:\n    inner =",
+     ["tests/test_audit_sets.py"]),
+    ("minmax-sign", "Min-Max classifier raises the attack's gain (loss - gamma * gain)",
+     "miajax/methods.py", 'return loss + hp["gamma"] * gain,', 'return loss - hp["gamma"] * gain,',
+     ["tests/test_methods.py"]),
+    ("mask-dropped", "masked retraining without its mask (pruned weights revive)",
+     "miajax/methods.py", 'model=model, tx=tx, mask_key="mask"),', "model=model, tx=tx),",
+     ["tests/test_methods.py"]),
+    ("topk-ties", "top-n projection keeps every tie at the threshold",
+     "miajax/pruning.py", "  above = key > t\n", "  above = key >= t\n",
+     ["tests/test_pruning.py"]),
+    ("tpr-at-rate", "TPR read at FPR <= the rate instead of strictly below",
+     "miajax/metrics.py", "tprs[fprs < fpr].max()", "tprs[fprs <= fpr].max()",
+     ["tests/test_metrics.py"]),
+    ("gain-nonmember", "gain's non-member term log f_A instead of log(1 - f_A)",
+     "miajax/metrics.py", "np.log1p(-p[~m]).mean()", "np.log(p[~m]).mean()",
+     ["tests/test_metrics.py"]),
+    ("lira-offline-in", "offline LiRA scoring against the IN Gaussian",
+     "miajax/lira.py", "log_ndtr((target - mu_out) / np.sqrt(var_out))",
+     "log_ndtr((target - mu_in) / np.sqrt(var_in))",
+     ["tests/test_lira.py"]),
+    ("lira-keep-target", "LiRA target trains on the whole pool, not half of it",
+     "miajax/lira.py", "rows = [position(target_key)[None] < half]",
+     "rows = [position(target_key)[None] < pool_size]", ["tests/test_lira.py"]),
+    ("eval-audit-set", "audit non-members read from the reference set",
+     "miajax/evaluate.py", '("test", s.audit, False, 1)', '("test", s.reference, False, 1)',
+     ["tests/test_audit_sets.py"]),
+]
+
+
+def _copy_tree(dest: Path) -> None:
+  files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+  for name in files:
+    src = ROOT / name
+    if src.is_file():
+      (dest / name).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(src, dest / name)
+
+
+def _apply(tree: Path, file: str, old: str, new: str) -> None:
+  path = tree / file
+  text = path.read_text()
+  if text.count(old) != 1:
+    raise SystemExit(f"mutant on {file}: {old!r} occurs {text.count(old)} times, not once; "
+                     "update MUTANTS to the code")
+  path.write_text(text.replace(old, new))
+
+
+def run(mutant, workers: int) -> dict:
+  ident, bug, file, old, new, tests = mutant
+  t0 = time.time()
+  with tempfile.TemporaryDirectory(prefix=f"mutant-{ident}-") as tmp:
+    tree = Path(tmp)
+    _copy_tree(tree)
+    _apply(tree, file, old, new)
+    env = dict(os.environ, PYTHONPATH=str(tree), JAX_PLATFORMS="cpu")
+    # The copy must be what the tests import, not the installed (editable) tree.
+    probe = subprocess.run([sys.executable, "-c", "import miajax; print(miajax.__file__)"],
+                           cwd=tree, env=env, capture_output=True, text=True)
+    if not probe.stdout.strip().startswith(str(tree)):
+      raise SystemExit(f"the copy is not imported first: {probe.stdout or probe.stderr}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers),
+         "-o", "addopts=", *tests], cwd=tree, env=env, capture_output=True, text=True)
+  failed = sorted(set(re.findall(r"^FAILED (\S+)", proc.stdout, re.M)))
+  return {"id": ident, "bug": bug, "killed": proc.returncode != 0, "killed_by": failed,
+          "seconds": round(time.time() - t0, 1),
+          "tail": "" if proc.returncode else proc.stdout[-500:]}
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", help="comma-separated mutant ids")
+  parser.add_argument("--json", help="write the results here")
+  parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers")
+  args = parser.parse_args()
+  chosen = list(MUTANTS)
+  if args.only:
+    wanted = set(args.only.split(","))
+    unknown = wanted - {m[0] for m in MUTANTS}
+    if unknown:
+      print(f"error: --only: unknown mutants {sorted(unknown)}; allowed: "
+            f"{', '.join(m[0] for m in MUTANTS)}", file=sys.stderr)
+      return 2
+    chosen = [m for m in chosen if m[0] in wanted]
+  rows = []
+  for mutant in chosen:
+    row = run(mutant, args.workers)
+    rows.append(row)
+    print(f"{row['id']:<26} {'killed' if row['killed'] else 'SURVIVED':<9} "
+          f"{row['seconds']:>6.0f}s  {', '.join(row['killed_by'][:2]) or row['tail'][-200:]}",
+          flush=True)
+  killed = sum(r["killed"] for r in rows)
+  print(f"\n{killed} of {len(rows)} mutants killed")
+  if args.json:
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+  return 0 if killed == len(rows) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,7 +1,9 @@
 """miajax against a plain PyTorch implementation of the same jobs, in one sitting.
 
-  python benchmarks/torch_side_by_side.py [--only a,b,c,profile,flags,roofline] [--json PATH]
+  python benchmarks/torch_side_by_side.py [--only a,b,c,profile,levers,flags,roofline]
+      [--json PATH]
       [--steps 300] [--phase-steps 100] [--members 60000] [--rounds 3] [--torch-compile]
+      (default sections: a,b,c,profile,levers,roofline; flags takes ~10 processes)
 
 Needs PyTorch (CPU): `pip install -e '.[bench]'` (or `pip install torch --index-url
 https://download.pytorch.org/whl/cpu`). Reads Fashion-MNIST through miajax's own data
@@ -27,8 +29,12 @@ Sections (each prints a table; `--json PATH` writes every number):
             4 trials one after another.
   profile   Where the time of miajax's step goes: host batch assembly, placement, the
             compiled step (blocking and pipelined), metric fetches, the trial-stack lift
-            against a bare jit, several steps per dispatch with lax.scan, and XLA's cost
-            analysis; an XLA op-level breakdown from a jax.profiler trace where it can be read.
+            against a bare jit, XLA's cost and memory analysis, and the XLA ops' time from a
+            jax.profiler (perfetto) trace.
+  levers    Changes inside the step, on the bare step: LeNet-5 formulations that compute the
+            same function (max-pool as a reshape + max instead of reduce_window; conv1 as
+            im2col @ kernel), gradients checked against miajax's model; and lax.scan of 10
+            steps per dispatch.
   flags     Levers that need no miajax change, each in a fresh process: XLA_FLAGS (e.g.
             --xla_cpu_multi_thread_eigen=false) on the bare step and on section a's loop.
   roofline  FLOPs per step (XLA cost analysis), achieved FLOP/s and fraction of the measured
@@ -609,23 +615,10 @@ def section_profile(ctx):
       bs[0], m = bare_jit(bs[0], b, {})
     jax.block_until_ready(bs[0])
 
-  # Several steps per dispatch: lax.scan over S device-resident batches.
-  S = 10
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *unstacked[:S])
-  @functools.partial(jax.jit, donate_argnums=0)
-  def scanned(state, batches):
-    return jax.lax.scan(lambda s, b: bare(s, b, {}), state, batches)
-  ss = [scanned(_bare_step()[2], stacked)[0]]
-  jax.block_until_ready(ss)
-  def scan_run():
-    for _ in range(n // S):
-      ss[0], m = scanned(ss[0], stacked)
-    jax.block_until_ready(ss[0])
-
   # Host pipeline + placement + step, as section a runs it (for the sum check).
   runs = {"lifted_pipelined": lifted(False, False), "lifted_blocking": lifted(True, False),
           "lifted_fetch_every_step": lifted(False, True), "bare_jit_pipelined": bare_run,
-          f"bare_scan{S}": scan_run, "section_a_loop": lambda: job.run()}
+          "section_a_loop": lambda: job.run()}
   res = interleaved(runs, args.rounds)
   for name, r in res.items():
     out[f"{name}_ms"] = r["best_s"] / n * 1e3
@@ -691,6 +684,110 @@ def op_breakdown(fn, holder, batches, top=12):
   names = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
   return {"ms_per_step_by_event": dict(names),
           "ms_per_step_by_thread": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])[:6])}
+
+
+def lenet5_variant(pool="reshape", im2col_conv1=False):
+  """miajax's LeNet-5 with the same parameter tree and the same function, computed differently:
+  `pool="reshape"` takes each non-overlapping 2x2 max as a max over a reshaped axis pair
+  instead of lax.reduce_window (whose gradient XLA:CPU expands into iota index arrays, a
+  variadic reduce-window and a scatter); `im2col_conv1` computes conv1 as patches @ kernel."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+
+  class Im2ColConv(nn.Module):
+    features: int
+    kernel_size: tuple
+    padding: str
+
+    @nn.compact
+    def __call__(self, x):
+      kh, kw = self.kernel_size
+      k = self.param("kernel", nn.initializers.lecun_normal(),
+                     (kh, kw, x.shape[-1], self.features))
+      b = self.param("bias", nn.initializers.zeros, (self.features,))
+      patches = lax.conv_general_dilated_patches(x, (kh, kw), (1, 1), self.padding,
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return patches @ k.transpose(2, 0, 1, 3).reshape(-1, self.features) + b
+
+  def max_pool(x):
+    if pool != "reshape":
+      return nn.max_pool(x, (2, 2), strides=(2, 2))
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+  class LeNet5Variant(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train):
+      del train
+      conv1 = (Im2ColConv(6, (5, 5), "SAME", name="conv1") if im2col_conv1 else
+               nn.Conv(6, (5, 5), padding="SAME", name="conv1"))
+      x = max_pool(nn.relu(conv1(x)))
+      x = max_pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID", name="conv2")(x)))
+      x = x.reshape((x.shape[0], -1))
+      x = nn.relu(nn.Dense(120, name="fc1")(x))
+      x = nn.relu(nn.Dense(84, name="fc2")(x))
+      return nn.Dense(self.num_classes, name="fc3")(x)
+
+  return LeNet5Variant()
+
+
+def section_levers(ctx):
+  """Levers inside the step, on the bare single-trial LeNet-5 step with a device-resident
+  batch (ms per step, interleaved rounds): model formulations that compute the same function
+  (gradient checked against miajax's model), and several steps per dispatch (lax.scan)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  args = ctx["args"]
+  data = ctx["data"]
+  tx = optax.adam(LR)
+  images = pipeline.normalise(data.train["image"][:BATCH], data.name)
+  batch = {"image": jnp.asarray(images), "label": jnp.asarray(data.train["label"][:BATCH])}
+  reference = models.create("lenet5", 10)
+  state0 = steps.init(jax.random.PRNGKey(0), reference, tx, (28, 28, 1))
+  grad = lambda m: jax.grad(lambda p: steps.classifier_loss(p, {}, m, batch)[0])(state0.params)
+  want = grad(reference)
+  variants = {"miajax_lenet5": reference,
+              "reshape_maxpool": lenet5_variant("reshape"),
+              "reshape_maxpool+im2col_conv1": lenet5_variant("reshape", True),
+              "im2col_conv1": lenet5_variant("reduce_window", True)}
+  n = 100
+  runs, out = {}, {}
+  for name, model in variants.items():
+    got = grad(model)
+    err = max(float(jnp.abs(a - b).max() / (jnp.abs(b).max() + 1e-12))
+              for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    step = functools.partial(steps.train_step, model=model, tx=tx)
+    fn = jax.jit(step, donate_argnums=0)
+    out[name] = {"grad_rel_err": err,
+                 "flops": cost(jax.jit(step).lower(state0, batch, {}).compile()).get("flops")}
+    held = [fn(jax.tree.map(jnp.copy, state0), batch, {})[0]]
+    jax.block_until_ready(held)
+
+    def go(fn=fn, held=held):
+      for _ in range(n):
+        held[0], _ = fn(held[0], batch, {})
+      jax.block_until_ready(held[0])
+    runs[name] = go
+  scan_len = 10
+  stacked = jax.tree.map(lambda x: jnp.stack([x] * scan_len), batch)
+  plain = functools.partial(steps.train_step, model=reference, tx=tx)
+  scanned = jax.jit(lambda s, b: jax.lax.scan(lambda s, x: plain(s, x, {}), s, b),
+                    donate_argnums=0)
+  held_scan = [scanned(jax.tree.map(jnp.copy, state0), stacked)[0]]
+  jax.block_until_ready(held_scan)
+
+  def scan_run():
+    for _ in range(n // scan_len):
+      held_scan[0], _ = scanned(held_scan[0], stacked)
+    jax.block_until_ready(held_scan[0])
+  runs[f"lax.scan_{scan_len}_steps_per_dispatch"] = scan_run
+  out[f"lax.scan_{scan_len}_steps_per_dispatch"] = {}
+  res = interleaved(runs, args.rounds)
+  base = res["miajax_lenet5"]["best_s"]
+  for name, r in res.items():
+    out[name] |= {"step_ms": r["best_s"] / n * 1e3, "speedup": base / r["best_s"]}
+  return out
 
 
 # Levers tried in fresh processes (XLA reads XLA_FLAGS once, at backend start).
@@ -806,7 +903,7 @@ def section_roofline(ctx):
 
 
 SECTIONS = {"a": section_a, "b": section_b, "c": section_c, "profile": section_profile,
-            "flags": section_flags, "roofline": section_roofline}
+            "levers": section_levers, "flags": section_flags, "roofline": section_roofline}
 
 
 # ================================================================================== print
@@ -852,6 +949,16 @@ def report(results):
               if k.endswith("_ms") or k.startswith("assemble")]
     lines.append(f"  xla {p['xla']}")
     lines.append(f"  trace {json.dumps(p['trace'], indent=1)}")
+  lv = results.get("levers")
+  if lv:
+    lines += ["", f"levers in the step (bare LeNet-5 step, batch on device; load {lv['load']})",
+              "| lever | step ms | speedup | grad rel err vs miajax | GFLOP/step |",
+              "|---|---:|---:|---:|---:|"]
+    for name, r in lv.items():
+      if isinstance(r, dict):
+        lines.append(f"| {name} | {r['step_ms']:.2f} | {r['speedup']:.2f}x | "
+                     f"{fmt(r.get('grad_rel_err'), '.1e')} | "
+                     f"{fmt((r.get('flops') or 0) / 1e9, '.3f')} |")
   f = results.get("flags")
   if f:
     lines += ["", f"flags (load {f.get('load')})",
@@ -886,8 +993,8 @@ def report(results):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--only", default="a,b,c,profile,roofline",
-                      help="comma-separated: a, b, c, profile, flags, roofline")
+  parser.add_argument("--only", default="a,b,c,profile,levers,roofline",
+                      help="comma-separated: a, b, c, profile, levers, flags, roofline")
   parser.add_argument("--json", default=None)
   parser.add_argument("--steps", type=int, default=300, help="section a's train steps")
   parser.add_argument("--phase-steps", type=int, default=100,

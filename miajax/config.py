@@ -46,7 +46,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 300.0       # baseline, minmax and dp; App. C
-  c.train.log_every = 50       # steps between progress lines (and NaN checks)
+  c.train.log_every = 50       # steps between progress lines
+  c.train.metrics_every = 10   # steps between curve points (metrics.jsonl, TensorBoard, NaN
+                               # checks); at most log_every
   c.train.checkpoint_every = 500
   c.train.strategy = "auto"    # how trials execute: vmap, map, loop; auto: loop on CPU, else vmap
 
@@ -209,6 +211,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     section, key = field.split(".")
     need(math.isfinite(c[section][key]) and c[section][key] >= 0, field, "a number >= 0")
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
+  need(c.train.metrics_every > 0, "train.metrics_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")
   need(c.train.strategy in STRATEGIES, "train.strategy", ", ".join(STRATEGIES))
   need(c.sweep.mode in ("grid", "zip"), "sweep.mode", "grid, zip")

@@ -401,7 +401,7 @@ def plot_loss(curves: dict[str, dict], path: Path) -> None:
       ax.text((start + end) / 2, 0.98, str(phase), transform=ax.get_xaxis_transform(),
               ha="center", va="top", fontsize=8, color="dimgrey")
     ax.set(title=name, xlabel="step", ylabel="training cross-entropy")
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="best")
   _save(fig, path)
 
 

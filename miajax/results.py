@@ -102,6 +102,9 @@ LIRA_COLUMNS = (
     ("LiRA AUC", lambda r: (r.get("lira") or {}).get("online", {}).get("auc"), "f3"),
     ("LiRA TPR@0.1%", lambda r: (r.get("lira") or {}).get("online", {}).get(
         "tpr_at_fpr", {}).get("0.001"), "pct"),
+    ("RMIA AUC", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get("auc"), "f3"),
+    ("RMIA TPR@0.1%", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get(
+        "tpr_at_fpr", {}).get("0.001"), "pct"),
 )
 
 

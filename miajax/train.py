@@ -43,7 +43,8 @@ from miajax.errors import Interrupted, UserError
 
 # Keys that change how a run is watched or executed, not what it computes: a resumed run may
 # change them.
-_RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "train.strategy",
+_RESUMABLE_CHANGES = ("train.log_every", "train.metrics_every", "train.checkpoint_every",
+                      "train.strategy",
                       "data.workers", "data.dir", "data.manual_dir")
 
 
@@ -367,6 +368,7 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
   step_fn = steps.lift(phase.step, strategy)
   periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
+  record_every = min(config.train.metrics_every, log_every)
   examples = len(names) * config.data.batch_size
   # XLA:CPU's in-process collectives deadlock with many multi-device programs in flight:
   # there, wait for the step before last (accelerators keep the queue unbounded).
@@ -376,7 +378,9 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
   # The objective's terms beyond the cross-entropy, named for the log line.
   extra = "+".join(name for name, present in (
       ("proximal", phase.name == "admm"), ("adversarial", "minmax" in method)) if present)
+  residual = ""
   window, t_window = [], time.time()
+  printed, t_printed = start, t_window
   for step in range(start, end):
     batch = pipeline.place(next(batches), batch_sharding.mesh)
     state, metrics = step_fn(state, batch, hp)
@@ -388,23 +392,27 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
       state, update_metrics = periodic(state, hp)
       update_metrics = jax.device_get(update_metrics)
       logs.append(done, phase.name + "_update", update_metrics)
-      logging.info("%s %s update at step %d: max primal residual ||W - Z|| %.4g", where,
-                   phase.name, done, max(float(np.max(v)) for v in update_metrics.values()))
-    if done % log_every == 0 or done == end:
+      residual = "  residual ||W - Z|| %.3g" % max(float(np.max(v))
+                                                  for v in update_metrics.values())
+    # Curves are recorded every record_every steps; a progress line printed every log_every.
+    if done % record_every == 0 or done == end:
       means = {k: np.mean(np.stack([np.asarray(m[k]) for m in window]), 0)
                for k in window[0]}          # per trial, over the window
       _check_finite(means, names, done, phase.name)
       now = time.time()
-      rate = len(window) * examples / max(now - t_window, 1e-9)
-      eta = (total - done) * examples / rate
       progress.advance(method, len(window) * len(names), now - t_window)
-      loss = float(means.get("cross_entropy", means["loss"]).mean())
-      terms = f"  {extra} {float(means['loss'].mean()) - loss:.4g}" if extra else ""
-      logging.info("%s %s step %d/%d  loss %.4f%s  acc %.3f  %.0f ex/s  ETA %s (run %s)",
-                   where, phase.name, done, total, loss, terms,
-                   float(means["accuracy"].mean()), rate, _hms(eta), progress.eta())
-      logs.append(done, phase.name, means, {"examples_per_s": rate})
+      logs.append(done, phase.name, means,
+                  {"examples_per_s": len(window) * examples / max(now - t_window, 1e-9)})
       window, t_window = [], now
+      if done // log_every > printed // log_every or done == end:
+        rate = (done - printed) * examples / max(now - t_printed, 1e-9)
+        loss = float(means.get("cross_entropy", means["loss"]).mean())
+        terms = f"  {extra} {float(means['loss'].mean()) - loss:.4g}" if extra else ""
+        logging.info("%s %s step %d/%d  loss %.4f%s  acc %.3f%s  %.0f ex/s  ETA %s (run %s)",
+                     where, phase.name, done, total, loss, terms,
+                     float(means["accuracy"].mean()), residual, rate,
+                     _hms((total - done) * examples / rate), progress.eta())
+        printed, t_printed = done, now
     preempted = (jax.process_count() > 1 and
                  multihost_utils.reached_preemption_sync_point(done))
     if done % ckpt_every == 0 or done == end or preempted:

@@ -23,7 +23,8 @@ Sections (each prints a table; `--json PATH` writes every number):
             moments, masked retrain, then test accuracy on the 10,000 test images. miajax: the
             real recipe (methods.recipe("pruning")) phases through steps.lift/lift_update/
             lift_eval; PyTorch: the same algorithm written plainly. Cold (first run: compiles)
-            and warm (the same compiled programs run again) walls.
+            and warm (the same compiled programs run again; best of --rounds - 1, so with
+            --rounds 1 the warm columns repeat the cold run) walls.
   c         A 4-trial sparsity sweep (keep 0.5, 0.2, 0.1, 0.05) at the same budget: miajax as
             one stack with the CPU default strategy "loop" and with "vmap"; PyTorch runs the
             4 trials one after another.
@@ -65,6 +66,17 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _pin_early():
+  """--cpus N: restrict this process (and so XLA's and PyTorch's thread pools, which size
+  themselves from the CPUs a process may use) to N CPUs, before either starts."""
+  if "--cpus" in sys.argv:
+    n = int(sys.argv[sys.argv.index("--cpus") + 1])
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+
+
+_pin_early()
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
@@ -99,6 +111,14 @@ def loadavg() -> str:
 
 
 def peak_rss_mb() -> float:
+  """This process's peak resident memory: VmHWM (which, unlike ru_maxrss, is not inherited
+  through fork + exec from a larger parent), else ru_maxrss."""
+  try:
+    for line in Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -449,7 +469,7 @@ def prune_counts(keep):
 def tune_torch(data, members, init_params, args):
   """Picks PyTorch's threads and memory format by a short timed trial (best of each)."""
   threads = ([int(args.torch_threads)] if args.torch_threads else
-             sorted({1, os.cpu_count() or 1}))
+             sorted({1, len(os.sched_getaffinity(0))}))
   formats = [args.torch_format] if args.torch_format else ["contiguous", "channels_last"]
   trials = []
   for t in threads:
@@ -800,9 +820,13 @@ def section_levers(ctx):
   return out
 
 
-# Levers tried in fresh processes (XLA reads XLA_FLAGS once, at backend start).
+# Levers tried in fresh processes (XLA reads XLA_FLAGS once, at backend start). "cpu1:" runs
+# the process under `taskset -c 0`: XLA sizes its thread pools from the CPUs it may use, so
+# this is the XLA side of torch.set_num_threads(1).
 FLAG_SETS = {
     "default": "",
+    "one_cpu": "cpu1:",
+    "one_cpu+no_multi_thread_eigen": "cpu1:--xla_cpu_multi_thread_eigen=false",
     "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
     "xnn_graph_fusion": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "ynn_individual_conv": "--xla_cpu_experimental_ynn_fusion_type="
@@ -825,7 +849,7 @@ def _flags_child(args):
            "label": jnp.asarray(rng.integers(0, 10, BATCH), jnp.int32)}
   holder = [fn(state, batch, {})[0]]
   jax.block_until_ready(holder)
-  n = 200
+  n = 100
 
   def bare_run():
     for _ in range(n):
@@ -843,19 +867,24 @@ def section_flags(ctx):
   args = ctx["args"]
   rows = {}
   for rnd in range(2):      # two passes over the flag sets: load that comes and goes hits all
-    for name, flags in FLAG_SETS.items():
+    chosen = args.flag_sets.split(",") if args.flag_sets else list(FLAG_SETS)
+    for name, flags in ((n, FLAG_SETS[n]) for n in chosen):
+      prefix = []
+      if flags.startswith("cpu1:"):
+        prefix, flags = ["taskset", "-c", "0"], flags.removeprefix("cpu1:")
       env = dict(os.environ, JAX_PLATFORMS="cpu",
                  XLA_FLAGS=" ".join(f for f in (os.environ.get("XLA_FLAGS", ""), flags) if f))
       proc = subprocess.run(
-          [sys.executable, __file__, "--flags-child", "--data_dir", args.data_dir or "",
+          [*prefix, sys.executable, __file__, "--flags-child", "--data_dir", args.data_dir or "",
            "--members", str(args.members), "--rounds", str(args.rounds)],
           env=env, capture_output=True, text=True, check=False)
       if proc.returncode != 0:
-        rows.setdefault(name, {"flags": flags, "error": proc.stderr.strip().splitlines()[-1:]})
+        rows.setdefault(name, {"flags": " ".join(prefix + [flags]),
+                               "error": proc.stderr.strip().splitlines()[-1:]})
         continue
       r = json.loads(proc.stdout.strip().splitlines()[-1])
       prev = rows.get(name, {})
-      rows[name] = {"flags": flags, "load": r["load"],
+      rows[name] = {"flags": " ".join(prefix + [flags]), "load": r["load"],
                     "bare_step_ms": min(r["bare_step_ms"], prev.get("bare_step_ms", 1e9)),
                     "section_a_step_ms": min(r["section_a_step_ms"],
                                              prev.get("section_a_step_ms", 1e9))}
@@ -871,6 +900,7 @@ def section_flags(ctx):
 def _roofline_child(name):
   """One model's train step in a process of its own (so its peak RSS is its own)."""
   import run as run_bench  # pylint: disable=g-import-not-at-top
+  rss_imports = peak_rss_mb()
   repeats = 2
   if name == "lenet5":
     fn, state, batch, hp, compiled = run_bench._classifier("lenet5", 64, (28, 28, 1))  # pylint: disable=protected-access
@@ -882,7 +912,8 @@ def _roofline_child(name):
   examples = int(batch["label"].shape[0])
   return {"model": name, "batch": examples, "step_ms": sec * 1e3,
           "examples_per_s": examples / sec, **cost(compiled),
-          "peak_rss_mb": peak_rss_mb(), "load": loadavg()}
+          "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_imports,
+          "load": loadavg()}
 
 
 def section_roofline(ctx):
@@ -989,7 +1020,7 @@ def report(results):
     lines += ["", f"roofline (f32 matmul peak {rf['matmul_peak_gflops']:.1f} GFLOP/s, "
               f"load {rf['load']})",
               "| model | batch | GFLOP/step | step ms | achieved GFLOP/s | of peak | "
-              "XLA temp MB | args MB | peak RSS MB |",
+              "XLA temp MB | args MB | peak RSS MB (after imports) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rf["rows"]:
       if "error" in r:
@@ -998,7 +1029,8 @@ def report(results):
       lines.append(f"| {r['model']} | {r['batch']} | {fmt(r.get('flops', 0) / 1e9, '.3f')} | "
                    f"{r['step_ms']:.1f} | {fmt(r.get('achieved_gflops'), '.2f')} | "
                    f"{fmt(r.get('fraction_of_peak'), '.3f')} | {fmt(r.get('temp_mb'))} | "
-                   f"{fmt(r.get('argument_mb'))} | {fmt(r.get('peak_rss_mb'), '.0f')} |")
+                   f"{fmt(r.get('argument_mb'))} | {fmt(r.get('peak_rss_mb'), '.0f')} "
+                   f"({fmt(r.get('rss_after_imports_mb'), '.0f')}) |")
   return "\n".join(lines)
 
 
@@ -1018,6 +1050,10 @@ def main(argv=None):
   parser.add_argument("--torch-threads", default=None)
   parser.add_argument("--torch-format", default=None, choices=("contiguous", "channels_last"))
   parser.add_argument("--torch-compile", action="store_true")
+  parser.add_argument("--cpus", type=int, default=None,
+                      help="pin the whole process (both frameworks) to this many CPUs")
+  parser.add_argument("--flag-sets", default=None,
+                      help="section flags: comma-separated names of FLAG_SETS (default all)")
   parser.add_argument("--flags-child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--roofline-child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -1048,6 +1084,7 @@ def main(argv=None):
       input_shape=(28, 28, 1)))(jax.random.PRNGKey(0)[None]).params
   init_params = jax.tree.map(lambda x: np.asarray(x[0]), init_params)
   meta = {"jax": jax.__version__, "torch": torch.__version__, "cpus": os.cpu_count(),
+          "cpus_allowed": sorted(os.sched_getaffinity(0)),
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "members": len(members),
           "load_start": loadavg(), "model_check": check_torch_model(data)}
   ctx = {"args": args, "data": data, "members": members, "init_params": init_params,

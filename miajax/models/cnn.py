@@ -12,6 +12,8 @@ crops; here the full 32x32 image goes in with SAME padding, giving an 8x8x64 fea
 import flax.linen as nn
 import jax
 
+from miajax.models.pooling import max_pool_2x2
+
 
 class CNN4(nn.Module):
   """Two conv + max-pool stages, one hidden dense layer, a linear classifier."""
@@ -22,9 +24,9 @@ class CNN4(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # No layer behaves differently in training.
     x = nn.relu(nn.Conv(64, (5, 5), padding="SAME", name="conv1")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = nn.relu(nn.Conv(64, (5, 5), padding="SAME", name="conv2")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(384, name="fc1")(x))
     return nn.Dense(self.num_classes, name="fc2")(x)

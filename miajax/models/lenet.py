@@ -3,6 +3,8 @@
 import flax.linen as nn
 import jax
 
+from miajax.models.pooling import max_pool_2x2
+
 
 class LeNet5(nn.Module):
   """Classic LeNet-5 with ReLU and max-pooling: exactly five weight layers.
@@ -19,9 +21,9 @@ class LeNet5(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # No layer behaves differently in training.
     x = nn.relu(nn.Conv(6, (5, 5), padding="SAME", name="conv1")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = nn.relu(nn.Conv(16, (5, 5), padding="VALID", name="conv2")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(120, name="fc1")(x))
     x = nn.relu(nn.Dense(84, name="fc2")(x))

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from miajax.models.pooling import max_pool_2x2
 from miajax.models.resnet import CONV_INIT, normalize
 
 # Output channels of each conv layer; "M" is a 2x2 max-pool.
@@ -31,7 +32,7 @@ class VGG16(nn.Module):
     layer = 0
     for spec in _VGG16:
       if spec == "M":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+        x = max_pool_2x2(x, padding="SAME")
         continue
       layer += 1
       x = nn.Conv(spec, (3, 3), padding=1, use_bias=use_bias, kernel_init=CONV_INIT,

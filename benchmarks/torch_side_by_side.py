@@ -718,7 +718,8 @@ def op_breakdown(fn, holder, batches, top=12):
 
 def lenet5_variant(pool="reshape", im2col_conv1=False):
   """miajax's LeNet-5 with the same parameter tree and the same function, computed differently:
-  `pool="reshape"` takes each non-overlapping 2x2 max as a max over a reshaped axis pair
+  `pool="reshape"` (what miajax.models.pooling does) takes each non-overlapping 2x2 max as a
+  max over a reshaped axis pair
   instead of lax.reduce_window (whose gradient XLA:CPU expands into iota index arrays, a
   variadic reduce-window and a scatter); `im2col_conv1` computes conv1 as patches @ kernel."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
@@ -777,7 +778,9 @@ def section_levers(ctx):
   state0 = steps.init(jax.random.PRNGKey(0), reference, tx, (28, 28, 1))
   grad = lambda m: jax.grad(lambda p: steps.classifier_loss(p, {}, m, batch)[0])(state0.params)
   want = grad(reference)
+  # miajax's LeNet-5 pools by reshape since 2026-12-02; "flax_maxpool" is the model before.
   variants = {"miajax_lenet5": reference,
+              "flax_maxpool": lenet5_variant("reduce_window"),
               "reshape_maxpool": lenet5_variant("reshape"),
               "reshape_maxpool+im2col_conv1": lenet5_variant("reshape", True),
               "im2col_conv1": lenet5_variant("reduce_window", True)}

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -530,6 +531,14 @@ def _check_workdir(workdir: str | Path) -> None:
   if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
     raise UserError(f"--workdir={workdir} is not writable ({probe} is not a writable "
                     "directory); allowed: a new or existing directory you can write")
+  if probe != workdir:
+    # Permission bits do not tell (root may write anywhere, yet not under /proc): try it,
+    # in a scratch directory removed at once, before the data is loaded.
+    try:
+      os.rmdir(tempfile.mkdtemp(prefix=".miajax-probe-", dir=probe))
+    except OSError as e:
+      raise UserError(f"--workdir={workdir} cannot be created ({e.strerror}); allowed: a new "
+                      "or existing directory you can write") from None
 
 
 def _check_same_run(workdir: Path, config_json: dict) -> None:

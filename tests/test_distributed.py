@@ -34,6 +34,14 @@ QUICK = ("--config.methods=('baseline',)", "--config.train.epochs=2",
          # cores, "Termination timeout for all gather RendezvousKey"). Does not change results.
          "--config.train.log_every=1")
 SEEDS = ("--config.seeds=(0,1,2,3)",)
+# The other four methods, one trial each, with a short pruning schedule: pretraining 0-15,
+# ADMM 15-30 (Z/U updates every 5 steps), masked retraining 30-45.
+METHODS = ("--config.methods=('pruning','minmax','pruning_minmax','dp')",
+           "--config.train.epochs=2", "--config.attack.epochs=1",
+           "--config.pruning.pretrain_epochs=1", "--config.admm.epochs=1",
+           "--config.admm.update_every=5", "--config.pruning.retrain_epochs=1",
+           "--config.attack.bootstrap_replicates=20", "--config.train.log_every=1")
+METHOD_TRIALS = ("pruning-seed0", "minmax-seed0", "pruning_minmax-seed0", "dp-seed0")
 TIMEOUT_S = 300
 
 
@@ -119,11 +127,13 @@ def _assert_close(run, reference, names):
 
 
 class _Runs:
-  """The three runs of this file, each started at most once, in the background.
+  """The runs of this file, each started at most once, in the background.
 
   reference: seeds 0-3 in one process on one CPU device, trials one after another (loop).
   vmap: the same on 4 CPU devices, the trial stack vmapped and sharded over "trial".
   processes: seed 0 in 2 processes x 2 CPU devices, the batch sharded over "data".
+  methods_reference, methods_devices, methods_processes: pruning, Min-Max, pruning + Min-Max
+  and DP (seed 0) on one device, on 2 CPU devices, in 2 processes of one device each.
   """
 
   def __init__(self, tmp_path_factory, data_dir):
@@ -135,6 +145,13 @@ class _Runs:
     if name == "processes":
       return (["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
                "-l", str(root / "logs"), "--", workdir, self.data, *QUICK], _env())
+    if name == "methods_processes":
+      return (["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "1",
+               "-l", str(root / "logs"), "--", workdir, self.data, *METHODS], _env())
+    if name.startswith("methods_"):
+      devices = {"methods_reference": 1, "methods_devices": 2}[name]
+      return (_main(workdir, self.data, *METHODS),
+              _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
     devices = {"reference": 1, "vmap": 4}[name]
     strategy = {"reference": "loop", "vmap": "vmap"}[name]
     return (_main(workdir, self.data, *QUICK, *SEEDS, f"--config.train.strategy={strategy}"),
@@ -170,6 +187,10 @@ class _Runs:
 _NEEDS = {
     "test_trials_vmapped_over_four_devices_match_one_device": ("vmap", "reference"),
     "test_two_processes_of_two_devices_match_one_process": ("processes", "reference"),
+    "test_every_method_on_two_devices_matches_one_device": ("methods_devices",
+                                                            "methods_reference"),
+    "test_every_method_in_two_processes_matches_one_process": ("methods_processes",
+                                                               "methods_reference"),
 }
 
 
@@ -252,3 +273,28 @@ def test_launcher_passes_the_flags_and_stops_the_others_when_one_fails(tmp_path)
     assert line.startswith("-m miajax.main --workdir=/nonexistent ")
     assert (f"--coordinator_address=127.0.0.1:12345 --num_processes=3 --process_id={i} "
             "XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu") in line
+
+
+def _assert_methods_match(workdir, reference, mesh):
+  run, want = _records(workdir), _records(reference)
+  assert sorted(run) == sorted(want) == sorted(METHOD_TRIALS)
+  _assert_close(run, want, METHOD_TRIALS)
+  for name in METHOD_TRIALS:
+    # What is exact whatever the layout: the pruned counts and DP's accounting.
+    for key in ("weights_nonzero", "dp_epsilon", "dp_noise_multiplier", "dp_sampling"):
+      assert run[name].get(key) == want[name].get(key), (name, key)
+    assert _last_loss(workdir, name) == pytest.approx(_last_loss(reference, name),
+                                                      rel=LOSS_RTOL), name
+    assert _meshes(workdir, name, run[name]["step"]) == {mesh}
+  assert run["pruning-seed0"]["weights_nonzero"] == run["pruning_minmax-seed0"][
+      "weights_nonzero"] == 4012                                     # App. E's LeNet-5 rates
+
+
+def test_every_method_on_two_devices_matches_one_device(runs, request):
+  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
+  _assert_methods_match(workdir, reference, ((1, 2), 2))    # the batch over both devices
+
+
+def test_every_method_in_two_processes_matches_one_process(runs, request):
+  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
+  _assert_methods_match(workdir, reference, ((1, 2), 2))    # one device in each process

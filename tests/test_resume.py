@@ -31,7 +31,7 @@ ARGS = ("--config.methods=('baseline','pruning','minmax','dp')",
 # Where each run is killed: (method, step).
 KILLS = (("baseline", 10), ("pruning", 25), ("minmax", 15), ("dp", 20))
 COMPARED = ("test_accuracy", "train_accuracy", "attack_accuracy", "attack_auc",
-            "weights_nonzero", "epsilon")
+            "weights_nonzero", "dp_epsilon", "gain")
 
 
 def _killed_at(workdir, data_dir, method, step):
@@ -84,6 +84,7 @@ def test_runs_killed_in_every_method_resume_to_the_uninterrupted_result(tmp_path
     for key in COMPARED:
       assert a[name].get(key) == b[name].get(key), (name, key)
   assert a["pruning-seed0"]["weights_nonzero"] < a["baseline-seed0"]["weights_nonzero"]
+  assert a["dp-seed0"]["dp_epsilon"] is not None and a["dp-seed0"]["gain"] is not None
 
 
 def jax_flatten(tree):

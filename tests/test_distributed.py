@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -187,10 +188,8 @@ class _Runs:
 _NEEDS = {
     "test_trials_vmapped_over_four_devices_match_one_device": ("vmap", "reference"),
     "test_two_processes_of_two_devices_match_one_process": ("processes", "reference"),
-    "test_every_method_on_two_devices_matches_one_device": ("methods_devices",
-                                                            "methods_reference"),
-    "test_every_method_in_two_processes_matches_one_process": ("methods_processes",
-                                                               "methods_reference"),
+    "test_every_method_on_two_devices_and_in_two_processes_trains_what_one_device_does": (
+        "methods_devices", "methods_processes", "methods_reference"),
 }
 
 
@@ -275,6 +274,10 @@ def test_launcher_passes_the_flags_and_stops_the_others_when_one_fails(tmp_path)
             "XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_PLATFORMS=cpu") in line
 
 
+def _curves(workdir: Path, trial: str) -> list[dict]:
+  return [json.loads(l) for l in (workdir / trial / "metrics.jsonl").read_text().splitlines()]
+
+
 def _assert_methods_match(workdir, reference, mesh):
   run, want = _records(workdir), _records(reference)
   assert sorted(run) == sorted(want) == sorted(METHOD_TRIALS)
@@ -283,18 +286,24 @@ def _assert_methods_match(workdir, reference, mesh):
     # What is exact whatever the layout: the pruned counts and DP's accounting.
     for key in ("weights_nonzero", "dp_epsilon", "dp_noise_multiplier", "dp_sampling"):
       assert run[name].get(key) == want[name].get(key), (name, key)
-    assert _last_loss(workdir, name) == pytest.approx(_last_loss(reference, name),
-                                                      rel=LOSS_RTOL), name
+    # Every logged value of every step, up to the rounding of sharded reductions (seen:
+    # 2e-3 relative at most, on Min-Max's objective near zero): losses, ADMM residuals,
+    # the inner attack's gain, DP's gradient norms and clipped fraction.
+    got, ref = _curves(workdir, name), _curves(reference, name)
+    assert [(m["step"], m["phase"]) for m in got] == [(m["step"], m["phase"]) for m in ref]
+    for g, r in zip(got, ref):
+      for key, value in r.items():
+        if isinstance(value, float):
+          np.testing.assert_allclose(g[key], value, rtol=1e-3, atol=1e-3,
+                                     err_msg=f"{name} step {r['step']} {key}")
     assert _meshes(workdir, name, run[name]["step"]) == {mesh}
   assert run["pruning-seed0"]["weights_nonzero"] == run["pruning_minmax-seed0"][
       "weights_nonzero"] == 4012                                     # App. E's LeNet-5 rates
+  assert run["dp-seed0"]["dp_epsilon"] is not None
 
 
-def test_every_method_on_two_devices_matches_one_device(runs, request):
-  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
-  _assert_methods_match(workdir, reference, ((1, 2), 2))    # the batch over both devices
-
-
-def test_every_method_in_two_processes_matches_one_process(runs, request):
-  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
-  _assert_methods_match(workdir, reference, ((1, 2), 2))    # one device in each process
+def test_every_method_on_two_devices_and_in_two_processes_trains_what_one_device_does(
+    runs, request):
+  devices, processes, reference = runs.finished(*_NEEDS[request.node.originalname])
+  _assert_methods_match(devices, reference, ((1, 2), 2))     # the batch over both devices
+  _assert_methods_match(processes, reference, ((1, 2), 2))   # one device in each process

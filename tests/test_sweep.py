@@ -223,7 +223,9 @@ def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_pa
   sweep = run(4, tmp_path / "sweep", "--config.sweep.keep=(0.5,0.3,0.2,0.1)",
               "--config.train.strategy=vmap")
   assert sorted(sweep) == [f"pruning-keep{k}-seed0" for k in ("0.10", "0.20", "0.30", "0.50")]
-  for keep in ("0.1", "0.3"):
+  # One level alone: the last device's trial, where XLA:CPU has dropped work before
+  # (benchmarks/NOTES.md, per-example gradients).
+  for keep in ("0.1",):
     alone = run(1, tmp_path / f"alone{keep}", f"--config.pruning.keep={keep}")["pruning-seed0"]
     name = f"pruning-keep{float(keep):.2f}-seed0"
     got = sweep[name]

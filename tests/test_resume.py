@@ -85,6 +85,13 @@ def test_runs_killed_in_every_method_resume_to_the_uninterrupted_result(tmp_path
       assert a[name].get(key) == b[name].get(key), (name, key)
   assert a["pruning-seed0"]["weights_nonzero"] < a["baseline-seed0"]["weights_nonzero"]
   assert a["dp-seed0"]["dp_epsilon"] is not None and a["dp-seed0"]["gain"] is not None
+  # Min-Max's side batches went through the real pipeline to an inner attack that learns: its
+  # gain starts near a coin's -log 4 and moves, and the objective is not the task loss.
+  lines = [json.loads(l) for l in (whole / "minmax-seed0" / "metrics.jsonl").read_text()
+           .splitlines() if '"attack_gain"' in l]
+  gains = [l["attack_gain"] for l in lines]
+  assert abs(gains[0] + np.log(4)) < 0.05 and max(abs(g - gains[0]) for g in gains) > 1e-3
+  assert all(l["loss"] != l["cross_entropy"] for l in lines)
 
 
 def jax_flatten(tree):

@@ -1,7 +1,7 @@
 """Sharded and multi-process runs on this machine: the trial stack vmapped over 4 CPU devices,
-and 2 processes x 2 CPU devices joined over 127.0.0.1 (gloo) by launch/local_multiprocess.sh
-(baseline, then every other method), each against one process on one device; and the
-launcher's own flags and failure handling.
+and every method in 2 processes x 2 CPU devices joined over 127.0.0.1 (gloo) by
+launch/local_multiprocess.sh, each against one process on one device; and the launcher's own
+flags and failure handling.
 
 The runs are not bit-identical to the reference: sharding changes the order of floating-point
 reductions (the batch mean over "data" shards, XLA's partitioned convolutions), so the models
@@ -37,14 +37,15 @@ QUICK = ("--config.methods=('baseline',)", "--config.train.epochs=2",
          # cores, "Termination timeout for all gather RendezvousKey"). Does not change results.
          "--config.train.log_every=1")
 SEEDS = ("--config.seeds=(0,1,2,3)",)
-# The other four methods, one trial each, with a short pruning schedule: pretraining 0-15,
+# Every method, one trial each, with a short pruning schedule: pretraining 0-15,
 # ADMM 15-30 (Z/U updates every 5 steps), masked retraining 30-45.
-METHODS = ("--config.methods=('pruning','minmax','pruning_minmax','dp')",
+METHODS = ("--config.methods=('baseline','pruning','minmax','pruning_minmax','dp')",
            "--config.train.epochs=2", "--config.attack.epochs=1",
            "--config.pruning.pretrain_epochs=1", "--config.admm.epochs=1",
            "--config.admm.update_every=5", "--config.pruning.retrain_epochs=1",
            "--config.attack.bootstrap_replicates=20", "--config.train.log_every=1")
-METHOD_TRIALS = ("pruning-seed0", "minmax-seed0", "pruning_minmax-seed0", "dp-seed0")
+METHOD_TRIALS = ("baseline-seed0", "pruning-seed0", "minmax-seed0", "pruning_minmax-seed0",
+                 "dp-seed0")
 TIMEOUT_S = 300
 
 
@@ -134,10 +135,9 @@ class _Runs:
 
   reference: seeds 0-3 in one process on one CPU device, trials one after another (loop).
   vmap: the same on 4 CPU devices, the trial stack vmapped and sharded over "trial".
-  processes: seed 0 in 2 processes x 2 CPU devices, the batch sharded over "data".
-  methods_reference, methods_processes: pruning, Min-Max, pruning + Min-Max and DP (seed 0)
-  on one device, and in 2 processes x 2 CPU devices (several devices in a process, and several
-  processes, in one run).
+  methods_reference, methods_processes: every method (seed 0) on one device, and in 2
+  processes x 2 CPU devices (several devices in a process and several processes in one run),
+  the batch sharded over "data".
   """
 
   def __init__(self, tmp_path_factory, data_dir):
@@ -146,9 +146,6 @@ class _Runs:
 
   def _command(self, name, root):
     workdir = f"--workdir={root / 'run'}"
-    if name == "processes":
-      return (["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
-               "-l", str(root / "logs"), "--", workdir, self.data, *QUICK], _env())
     if name == "methods_processes":
       return (["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
                "-l", str(root / "logs"), "--", workdir, self.data, *METHODS], _env())
@@ -189,7 +186,6 @@ class _Runs:
 # The runs each test compares: its own, then the reference.
 _NEEDS = {
     "test_trials_vmapped_over_four_devices_match_one_device": ("vmap", "reference"),
-    "test_two_processes_of_two_devices_match_one_process": ("processes", "reference"),
     "test_every_method_in_two_processes_of_two_devices_trains_what_one_device_does": (
         "methods_processes", "methods_reference"),
 }
@@ -223,28 +219,6 @@ def test_trials_vmapped_over_four_devices_match_one_device(runs, request):
                                                       rel=LOSS_RTOL), name
     assert run[name]["step"] in ocp.CheckpointManager(workdir / name / "checkpoints").all_steps()
     assert _meshes(workdir, name, run[name]["step"]) == {((4, 1), 4)}   # 4 trials on 4 devices
-
-
-def test_two_processes_of_two_devices_match_one_process(runs, request):
-  workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
-  out = [(workdir.parent / "logs" / f"process_{i}.log").read_text() for i in range(2)]
-  # Process 0 writes the files and prints the table; process 1 only trains and evaluates.
-  assert "test acc" in out[0] and "test acc" not in out[1]
-  assert not list(workdir.rglob("*.tmp"))
-  records = json.loads((workdir / "results.json").read_text())
-  assert [r["name"] for r in records] == ["baseline-seed0"]
-  header, *rows = (workdir / "results.csv").read_text().splitlines()
-  assert header.startswith("name,") and len(rows) == 1
-  trial = workdir / "baseline-seed0"
-  assert {"config.json", "splits.npz", "scores.npz", "metrics.jsonl"} <= {
-      p.name for p in trial.iterdir()}
-  steps = ocp.CheckpointManager(trial / "checkpoints").all_steps()
-  assert records[0]["step"] in steps
-  # One trial, its batch over the 4 devices of both processes.
-  assert _meshes(workdir, "baseline-seed0", records[0]["step"]) == {((1, 4), 4)}
-  _assert_close({r["name"]: r for r in records}, _records(reference), ["baseline-seed0"])
-  assert _last_loss(workdir, "baseline-seed0") == pytest.approx(
-      _last_loss(reference, "baseline-seed0"), rel=LOSS_RTOL)
 
 
 _FAKE_PYTHON = """#!/usr/bin/env bash
@@ -307,8 +281,21 @@ def _assert_methods_match(workdir, reference, mesh):
 def test_every_method_in_two_processes_of_two_devices_trains_what_one_device_does(
     runs, request):
   workdir, reference = runs.finished(*_NEEDS[request.node.originalname])
-  _assert_methods_match(workdir, reference, ((1, 4), 4))    # the batch over all 4 devices
-  records = _records(reference)
-  assert records["minmax-seed0"]["weights_nonzero"] == 61470
-  for r in records.values():
+  out = [(workdir.parent / "logs" / f"process_{i}.log").read_text() for i in range(2)]
+  # Process 0 writes the files and prints the table; process 1 only trains and evaluates.
+  assert "test acc" in out[0] and "test acc" not in out[1]
+  assert not list(workdir.rglob("*.tmp"))
+  records = json.loads((workdir / "results.json").read_text())
+  assert [r["name"] for r in records] == list(METHOD_TRIALS)
+  header, *rows = (workdir / "results.csv").read_text().splitlines()
+  assert header.startswith("name,") and len(rows) == len(METHOD_TRIALS)
+  for name in METHOD_TRIALS:
+    assert {"config.json", "splits.npz", "scores.npz", "metrics.jsonl"} <= {
+        p.name for p in (workdir / name).iterdir()}
+  # One trial at a time, its batch over the 4 devices of both processes.
+  _assert_methods_match(workdir, reference, ((1, 4), 4))
+  want = _records(reference)
+  assert want["minmax-seed0"]["weights_nonzero"] == want["baseline-seed0"][
+      "weights_nonzero"] == 61470
+  for r in want.values():
     assert set(results.FIELDS) <= set(r) and r["attack_auc"] is not None, r["name"]

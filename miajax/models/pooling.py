@@ -13,12 +13,12 @@ def max_pool_2x2(x: jax.Array, padding: str = "VALID") -> jax.Array:
   holds a tie the gradient is shared among the maxima rather than given to the first; after a
   ReLU the usual tie is all zeros, whose gradient is zero either way.
   """
-  n, h, w, c = x.shape
-  if padding == "SAME" and (h % 2 or w % 2):
-    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
-  elif padding != "SAME" and padding != "VALID":
+  if padding not in ("VALID", "SAME"):
     raise ValueError(f"padding={padding!r}; allowed: 'VALID', 'SAME'")
-  else:
-    x = x[:, :h - h % 2, :w - w % 2] if padding == "VALID" else x
+  _, h, w, _ = x.shape
+  if padding == "SAME":   # odd sizes gain a row or column that never wins
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
+  else:                   # odd sizes lose their last row or column
+    x = x[:, :h - h % 2, :w - w % 2]
   n, h, w, c = x.shape
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

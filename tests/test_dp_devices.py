@@ -8,7 +8,6 @@ it starts.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from conftest import cpu_env
 from miajax import dp
 from miajax.errors import UserError
 
@@ -32,19 +32,14 @@ SMALL = "lenet5,cnn4"
 CIFAR = "vgg16,resnet18,mobilenetv2"
 
 
-def _env(devices: int) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-  return env | {"JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-
-
 def _rows(output: str) -> list[dict]:
   return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-def _probe(devices: int, models: str, batch: int = 8) -> list[dict]:
+def _probe(devices: int, models: str, batch: int = 8, fast_compile: bool = True
+           ) -> list[dict]:
   out = subprocess.run([sys.executable, str(PROBE), f"--models={models}", f"--batch={batch}"],
-                       env=_env(devices),
+                       env=cpu_env(devices, fast_compile=fast_compile),
                        capture_output=True, text=True, timeout=TIMEOUT_S)
   assert out.returncode == 0, out.stderr[-3000:]
   return _rows(out.stdout)
@@ -56,7 +51,7 @@ def _probe_processes(models: str) -> list[dict]:
     port = s.getsockname()[1]
   procs = [subprocess.Popen(
       [sys.executable, str(PROBE), f"--models={models}", f"--coordinator=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], env=_env(1), stdout=subprocess.PIPE,
+       "--num_processes=2", f"--process_id={i}"], env=cpu_env(1), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
   for p, (_, err) in zip(procs, outs):
@@ -84,7 +79,7 @@ def test_per_example_grads_of_small_models_match_a_loop_on_any_device_count(devi
 def test_per_example_grads_of_cifar_models_match_a_loop_on_two_devices():
   # VGG16, ResNet-18 and MobileNetV2 with GroupNorm, as DP trains them, 2 examples a device
   # (their compiles cost a minute; the small models above cover the other layouts).
-  _assert_match_loop(_probe(2, CIFAR, batch=4), CIFAR, 2)
+  _assert_match_loop(_probe(2, CIFAR, batch=4, fast_compile=False), CIFAR, 2)
 
 
 @pytest.mark.slow
@@ -125,7 +120,7 @@ DP_RUN = ("--config=configs/default.py:smoke", "--config.methods=('dp',)",
 
 def _run(devices: int, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "miajax.main", *DP_RUN, f"--workdir={workdir}",
-                         *extra], cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                         *extra], cwd=ROOT, env=cpu_env(devices), capture_output=True, text=True,
                         timeout=TIMEOUT_S)
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import cpu_env
 from conftest import run_main
 from miajax import config as config_lib
 from miajax import evaluate
@@ -196,13 +197,6 @@ def test_a_swept_dp_trial_matches_the_same_trial_run_alone(tmp_path, data_dir):
   assert "Algorithm 1" in swept.stdout
 
 
-def _env(devices):
-  import os  # pylint: disable=g-import-not-at-top
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-  return env | {"JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-
-
 @pytest.mark.slow
 def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_path, data_dir):
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -214,7 +208,7 @@ def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_pa
 
   def run(devices, workdir, *extra):
     out = subprocess.run([sys.executable, "-m", "miajax.main", *common, f"--workdir={workdir}",
-                          *extra], cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                          *extra], cwd=ROOT, env=cpu_env(devices), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return {r["name"]: r for r in json.loads((workdir / "results.json").read_text())}

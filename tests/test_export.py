@@ -8,7 +8,6 @@ statistics moved away from their initial values.
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cpu_env
 from miajax import export
 from miajax import models
 from miajax import pruning
@@ -281,7 +280,7 @@ def test_load_refuses_a_file_that_is_not_an_export(tmp_path):
 
 
 def test_command_line_missing_step_is_one_line_and_exit_2(lenet, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cpu_env()
   proc = subprocess.run(
       [sys.executable, "-m", "miajax.export", str(lenet["dir"]), "--out",
        str(tmp_path / "x.npz"), "--step", "7"],

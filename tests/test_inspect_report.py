@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT, run_main
+from conftest import ROOT, cpu_env, run_main
 from miajax import report as report_lib
 from miajax import results
 
@@ -29,7 +29,7 @@ TRIALS = [f"baseline-seed{s}" for s in SEEDS]
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cpu_env()
   return subprocess.run([sys.executable, "-m", f"miajax.{module}", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
 

@@ -6,7 +6,6 @@ hand at a step chosen here (tests/killed_run.py), so nothing races a checkpoint.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT, run_main
+from conftest import ROOT, cpu_env, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ COMPARED = ("test_accuracy", "train_accuracy", "attack_accuracy", "attack_auc",
 
 
 def _killed_at(workdir, data_dir, method, step):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cpu_env()
   proc = subprocess.run(
       [sys.executable, str(ROOT / "tests" / "killed_run.py"), method, str(step),
        f"--workdir={workdir}", f"--config.data.dir={data_dir}", *ARGS],

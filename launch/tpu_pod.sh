@@ -84,7 +84,7 @@ cmd_push() {
 }
 
 cmd_install() {
-  on_all_workers "cd $(quote "$REMOTE_DIR") && $(quote "$REMOTE_PYTHON") -m pip install -e '.[tpu]'"
+  on_all_workers "cd $(quote "$REMOTE_DIR") && $(quote "$REMOTE_PYTHON") -m pip install -e '.[tpu]' --config-settings editable_mode=compat"
 }
 
 cmd_run() {

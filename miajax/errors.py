@@ -19,3 +19,24 @@ class Interrupted(Exception):
   def __init__(self, message: str, exit_code: int):
     super().__init__(message)
     self.exit_code = exit_code
+
+
+def check_package() -> None:
+  """Raises UserError unless `import miajax` gives this package.
+
+  A folder named `miajax` in the working directory (a workdir such as /tmp/miajax, or a
+  `report/` folder inside one) is a namespace package that Python puts before an editable
+  install's import hook: its modules still load through the hook, but `miajax` itself is
+  the folder, so `miajax.__version__` is missing hours into a run and `miajax.report` is the
+  folder. Checked before any work.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  import miajax  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.realpath(__file__))
+  found = getattr(miajax, "__file__", None)
+  if found is None or os.path.dirname(os.path.realpath(found)) != here:
+    where = found or ", ".join(getattr(miajax, "__path__", [])) or "?"
+    raise UserError(
+        f"`import miajax` found {where}, not the installed package at {here} (a folder named "
+        "miajax in the working directory shadows it); allowed: run from another directory, or "
+        "install with pip install -e . --config-settings editable_mode=compat")

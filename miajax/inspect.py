@@ -23,7 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from miajax.errors import UserError
+from miajax.errors import UserError, check_package
 
 _ALLOWED = ("allowed: a --workdir of python -m miajax.main (holding results.json or trial "
             "directories) or one trial directory (holding checkpoints/)")
@@ -327,6 +327,7 @@ def parse_flags(argv):
 def run(main_fn=main):
   """Runs `main_fn`; bad input is one line on stderr and exit status 2, never a traceback."""
   try:
+    check_package()
     app.run(main_fn, flags_parser=parse_flags)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

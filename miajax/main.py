@@ -12,7 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from miajax.errors import Interrupted, UserError
+from miajax.errors import Interrupted, UserError, check_package
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.py")
 
@@ -120,6 +120,7 @@ def _parse_flags(argv):
 def run():
   """Runs main; bad input is one line on stderr and exit status 2, never a traceback."""
   try:
+    check_package()
     try:
       _define_config_flag()
     except (flags.Error, UserError, KeyError, AttributeError) as e:

@@ -64,7 +64,7 @@ def data_dir(tmp_path_factory) -> Path:
   return tmp_path_factory.mktemp("tfds")
 
 
-def run_main(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-  """`python -m miajax.main ARGS` from the repository root, output captured."""
-  return subprocess.run([sys.executable, "-m", "miajax.main", *args], cwd=ROOT, env=cpu_env(),
+def run_main(*args: str, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+  """`python -m miajax.main ARGS` from `cwd` (the repository root), output captured."""
+  return subprocess.run([sys.executable, "-m", "miajax.main", *args], cwd=cwd, env=cpu_env(),
                         capture_output=True, text=True, timeout=timeout)

@@ -28,9 +28,9 @@ SEEDS = (0, 1)
 TRIALS = [f"baseline-seed{s}" for s in SEEDS]
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+def _cli(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
   env = cpu_env()
-  return subprocess.run([sys.executable, "-m", f"miajax.{module}", *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", f"miajax.{module}", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=300)
 
 
@@ -58,22 +58,28 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, data_dir) -> tuple[Path, dict]:
   """The run, then inspect (text, --json) and report (default --out) on it, with snapshots
-  of the workdir around them; made once per session, even when xdist splits this module."""
+  of the workdir around them; made once per session, even when xdist splits this module.
+
+  The run and the report start in a working directory holding a folder named `miajax` with a
+  `report/` inside (a workdir such as /tmp/miajax, after its report): it must not shadow the
+  package (once a crash after training, and `No module named miajax.report.__main__`)."""
   shared = _shared_dir(tmp_path_factory)
   wd, saved = shared / "inspect_report_run", shared / "inspect_report_cli.json"
   with open(shared / "inspect_report.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not saved.exists():
+      shadowing = shared / "cwd_with_a_miajax_folder"
+      (shadowing / "miajax" / "report").mkdir(parents=True, exist_ok=True)
       proc = run_main(f"--workdir={wd}", f"--config.data.dir={data_dir}",
                       "--config.train.epochs=1", "--config.methods=('baseline',)",
                       "--config.attack.epochs=1",
                       f"--config.seeds={SEEDS}", "--config.train.log_every=3",
-                      "--config.train.checkpoint_every=10")
+                      "--config.train.checkpoint_every=10", cwd=shadowing)
       assert proc.returncode == 0, proc.stderr[-3000:]
       before = _snapshot(wd)
       out = {"text": _result(_cli("inspect", str(wd))),
              "json": _result(_cli("inspect", str(wd), "--json")),
-             "report": _result(_cli("report", str(wd)))}
+             "report": _result(_cli("report", str(wd), cwd=shadowing))}
       out["before"], out["after"] = before, _snapshot(wd, skip="report")
       saved.write_text(json.dumps(out))
   return wd, json.loads(saved.read_text())

@@ -1,4 +1,4 @@
-"""ResNet-18 (CIFAR geometry) on CIFAR-100 (Table 4).
+"""ResNet-18 (CIFAR geometry) on CIFAR-100 (Tables 1, 4).
 
 Needs the prepared TFDS data: python -m miajax.data.prepare cifar100 --data_dir=DIR, then
 --config.data.dir=DIR. Settings: `miajax.config.cifar`.
@@ -8,4 +8,4 @@ from miajax import config as config_lib
 
 
 def get_config(arg=None):
-  return config_lib.cifar("cifar100", "resnet18", ("baseline", "pruning"), arg)
+  return config_lib.cifar("cifar100", "resnet18", ("baseline", "pruning", "minmax"), arg)

@@ -9,15 +9,16 @@ Two attack models (the paper's App. D):
 
 Both output one logit per example (member = 1). Kernels are initialised N(0, 0.01^2): the
 paper writes N(0, 0.01), and Nasr et al.'s code draws with standard deviation 0.01; biases
-start at zero. Inputs are softmax probabilities (N, C) and integer labels (N,); the models are
-differentiable in the probabilities, which is how Min-Max regularisation pushes the attack's
-gain back into the classifier.
+start at zero. Inputs are a prediction vector (N, C) and integer labels (N,): softmax
+probabilities in the paper and in Min-Max training, where the models are differentiable in
+them (how Min-Max regularisation pushes the attack's gain back into the classifier); the
+post-hoc audit may give log features instead (`features`), which do not saturate.
 
 The attack is trained to maximise the empirical gain of Eq. 1 on balanced batches (a member
 batch and a non-member batch of the same size), i.e. to minimise a balanced binary
 cross-entropy: `train` for a fixed number of epochs, `train_early_stopped` keeping the epoch
-with the best gain on a held-out set (what the audit uses, so a small attack-train set is not
-memorised for 100 epochs).
+with the best gain or AUC on a held-out set (the audit uses the AUC, so a small attack-train
+set is not memorised for 100 epochs).
 """
 
 import functools
@@ -37,6 +38,13 @@ from miajax import metrics
 from miajax.errors import UserError
 
 KINDS = ('nasr', 'one_layer')
+# What `train_early_stopped` maximises on its held-out set.
+EARLY_STOPPING = ('gain', 'auc')
+# What the post-hoc attack sees of a prediction (`features`).
+FEATURES = ('log_losses', 'log_probs', 'probs')
+# Log features are clipped here: past ~100 nats of margin nothing is left to tell apart, and
+# one extreme logit must not dominate the first layer's pre-activations.
+LOG_FLOOR = -100.0
 
 _kernel_init = nn.initializers.normal(stddev=0.01)
 _Dense = functools.partial(nn.Dense, kernel_init=_kernel_init,
@@ -82,6 +90,46 @@ def create(kind: str, num_classes: int) -> nn.Module:
     raise UserError(f'num_classes: {num_classes!r}; expected an integer >= 2')
   cls = AttackModel if kind == 'nasr' else OneLayerAttack
   return cls(num_classes=int(num_classes))
+
+
+def features(logits, representation: str = 'log_losses') -> np.ndarray:
+  """The prediction vector the post-hoc attack sees, (N, C) float32, from logits (N, C).
+
+  "probs": softmax probabilities, the paper's (Nasr et al.'s) input. In float32, p_y rounds
+  to exactly 1.0 once the margin z_y - max_{j != y} z_j passes ~17 nats, and the other
+  classes' probabilities, e^-margin, differ by less than 1e-7 between a margin of 20 and of
+  40: memorised members all look alike to a network whose weights start at N(0, 0.01^2).
+  "log_probs": log p_i, in float64 then float32. The other classes' log-probabilities are
+  about minus their margins (20 and 40 stay 20 apart), and the top class's,
+  -log(1 + sum_{j != top} e^(z_j - z_top)), is taken with log1p so that it stays distinct
+  too (-9e-18 is a normal float32; a plain float64 log-softmax rounds it to 0 past ~37 nats).
+  "log_losses": log(-log p_i), the log of the cross-entropy the example would have with label
+  i. For the top class it is about minus the margin (-17.8 and -37.8 for margins 20 and 40),
+  so the near-certain predictions where members and non-members differ spread over tens of
+  units, as the loss attack ranks them; for the other classes it is about log(margin), which
+  keeps the noisy tail of tiny probabilities compressed.
+  Both log features are clipped below at LOG_FLOOR.
+  """
+  if representation not in FEATURES:
+    raise UserError(f'attack.features: {representation!r}; expected one of '
+                    f'{", ".join(FEATURES)}')
+  z = np.asarray(logits)
+  if z.ndim != 2 or not np.isfinite(z).all():
+    raise UserError(f'logits: shape {z.shape}; expected finite (N, C) logits')
+  if representation == 'probs':
+    # As Min-Max training computes them: float32 softmax.
+    return np.asarray(jax.nn.softmax(jnp.asarray(z, jnp.float32), axis=-1), np.float32)
+  z = z.astype(np.float64)
+  top = z.argmax(axis=-1)
+  rows = np.arange(z.shape[0])
+  shifted = z - z[rows, top][:, None]
+  rest = np.exp(shifted)
+  rest[rows, top] = 0.0
+  logp = shifted - np.log1p(rest.sum(axis=-1, keepdims=True))
+  if representation == 'log_losses':
+    with np.errstate(divide='ignore'):     # -log p_i == 0: beyond float64, clipped below
+      logp = np.log(-logp)
+  return np.maximum(logp, LOG_FLOOR).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -193,7 +241,7 @@ def _probs_and_labels(prefix, probs, labels, num_classes):
   if p.ndim != 2 or p.shape[1] != num_classes:
     raise UserError(f'{prefix}probs: shape {p.shape}; expected (N, {num_classes})')
   if not np.isfinite(p).all():
-    raise UserError(f'{prefix}probs: non-finite values; expected softmax probabilities')
+    raise UserError(f'{prefix}probs: non-finite values; expected finite prediction features')
   y = np.asarray(labels)
   if y.shape != (p.shape[0],) or not np.issubdtype(y.dtype, np.integer):
     raise UserError(f'{prefix}labels: shape {y.shape}, dtype {y.dtype}; '
@@ -261,28 +309,40 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
 
 def train_early_stopped(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
                         nonmember_labels, held_probs, held_labels, held_is_member, *, epochs,
-                        batch_size=64, learning_rate=1e-3, patience=None):
-  """`train`, keeping the epoch whose attack has the best gain on a held-out set.
+                        batch_size=64, learning_rate=1e-3, patience=None, criterion='gain',
+                        held_scores=False):
+  """`train`, keeping the epoch whose attack scores best on a held-out set.
 
   The training sequence is `train`'s with the same arguments, so the result equals
   `train(..., epochs=best_epoch)`. Before training and after every epoch the attack scores
-  the held-out examples (disjoint from the training ones, members and non-members) and its
-  empirical gain (Eq. 1) is measured; the earliest epoch with the largest gain wins. An attack
-  that memorises its training set stops improving the held-out gain, so the epoch count
-  follows the signal there is; epoch 0, the untrained attack (gain about -log 4, a coin),
-  wins when no training generalises.
+  the held-out examples (disjoint from the training ones, members and non-members) and the
+  `criterion` is measured; the earliest epoch with the largest value wins. An attack that
+  memorises its training set stops improving on the held-out set, so the epoch count follows
+  the signal there is.
+
+  criterion "gain": the empirical gain (Eq. 1). Epoch 0, the untrained attack (P(member) ~0.5
+  for all: gain -log 4, a coin), wins whenever no trained epoch is better calibrated than a
+  coin, even one that ranks members higher; its AUC is then that of a random function.
+  criterion "auc": the ROC AUC, which only asks the attack to rank members above non-members,
+  what `attack_auc` and a threshold chosen afterwards use.
 
   Args:
     key, kind, num_classes, member_probs, member_labels, nonmember_probs, nonmember_labels,
       batch_size, learning_rate: as for `train`.
     held_probs, held_labels, held_is_member: the held-out set, (N, C), (N,), (N,) bool.
     epochs: the most epochs to train.
-    patience: stop once this many epochs have passed without a better held-out gain; None
+    patience: stop once this many epochs have passed without a better held-out value; None
       runs all `epochs`.
+    criterion: "gain" or "auc" (`EARLY_STOPPING`).
+    held_scores: also return every epoch's P(member) on the held-out set.
 
   Returns:
-    (params of the best epoch, that epoch, the held-out gain from epoch 0 to the last run).
+    (params of the best epoch, that epoch, the held-out criterion from epoch 0 to the last
+    run), and with `held_scores` a fourth element: (epochs run + 1, N held) float64 P(member).
   """
+  if criterion not in EARLY_STOPPING:
+    raise UserError(f'criterion: {criterion!r}; expected one of {", ".join(EARLY_STOPPING)}')
+  measure = metrics.empirical_gain if criterion == 'gain' else metrics.roc_auc
   model = create(kind, num_classes)
   _check_hyperparameters(epochs, batch_size, learning_rate)
   if patience is not None and (isinstance(patience, bool) or
@@ -296,17 +356,20 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
                     f'expected ({held_y.size},) booleans with members and non-members')
   held_m = held_m.astype(bool)
   held = jax.device_put((held_p, held_y))
-  best, best_epoch, gains = None, 0, []
+  best, best_epoch, values, scores = None, 0, [], []
   for epoch, params in _epochs(key, kind, num_classes, member_probs, member_labels,
                                nonmember_probs, nonmember_labels, epochs=epochs,
                                batch_size=batch_size, learning_rate=learning_rate):
     p = scipy.special.expit(np.asarray(_logits(params, model, *held), np.float64))
-    gains.append(metrics.empirical_gain(p, held_m))
-    if gains[-1] > gains[best_epoch] or best is None:
+    values.append(measure(p, held_m))
+    scores.append(p)
+    if values[-1] > values[best_epoch] or best is None:
       best, best_epoch = params, epoch
     elif patience is not None and epoch - best_epoch >= patience:
       break
-  return best, best_epoch, gains
+  if held_scores:
+    return best, best_epoch, values, np.stack(scores)
+  return best, best_epoch, values
 
 
 @functools.partial(jax.jit, static_argnames=('model',))

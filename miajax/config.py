@@ -53,7 +53,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.strategy = "auto"    # how trials execute: vmap, map, loop; auto: loop on CPU, else vmap
 
   c.pruning = ml_collections.ConfigDict()
-  c.pruning.keep = "paper"     # "paper" (App. E), a global fraction, "a,b,c" per layer, or "fc1=0.1,..."
+  c.pruning.keep = "paper"     # "paper", overall fraction, "uniform:F", "a,b,c", "fc1=0.1,..."
   c.pruning.pretrain_epochs = 200.0
   c.pruning.retrain_epochs = 50.0
 
@@ -75,6 +75,10 @@ def base() -> ml_collections.ConfigDict:
 
   c.attack = ml_collections.ConfigDict()
   c.attack.kind = "nasr"       # "one_layer" for the CIFAR-10 CNN row
+  # What the post-hoc attack sees of a prediction: "log_losses" (log(-log p_i)) or
+  # "log_probs", which do not saturate, or "probs" (the paper's softmax, which does in
+  # float32); Min-Max's inner attack always sees probabilities.
+  c.attack.features = "log_losses"
   c.attack.epochs = 100        # App. D: post-hoc attack retrained for 100 epochs
   c.attack.learning_rate = 1e-3
   c.attack.batch_size = 64
@@ -101,10 +105,11 @@ def base() -> ml_collections.ConfigDict:
   # recipe train together as one stack, each on a seeded random half of the members (the
   # pool); 0 turns it off and runs the paper's audit instead. RMIA (Zarifzadeh et al. 2024)
   # runs beside it with the shadows as reference models; rmia_offline_a is the `a` of its
-  # offline approximation Pr(x) = ((1 + a) Pr_OUT(x) + 1 - a) / 2, in [0, 1].
+  # offline approximation Pr(x) = ((1 + a) Pr_OUT(x) + 1 - a) / 2: None chooses it per target
+  # with shadows standing in as the target (rmia.choose_offline_a), a number in [0, 1] forces it.
   c.lira = ml_collections.ConfigDict()
   c.lira.num_shadows = 0
-  c.lira.rmia_offline_a = 0.3
+  c.lira.rmia_offline_a = ml_collections.FieldReference(None, field_type=float)
   return c
 
 
@@ -210,6 +215,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 "pruning.retrain_epochs"):
     section, key = field.split(".")
     need(math.isfinite(c[section][key]) and c[section][key] >= 0, field, "a number >= 0")
+  # A method that trains 0 steps would audit its untrained initialisation.
+  if set(methods) - {"pruning", "pruning_minmax"}:
+    need(c.train.epochs > 0, "train.epochs", "a number > 0 (0 trains nothing)")
+  if set(methods) & {"pruning", "pruning_minmax"}:
+    need(c.pruning.pretrain_epochs + c.admm.epochs + c.pruning.retrain_epochs > 0,
+         "pruning.retrain_epochs", "pretrain, ADMM and retraining epochs adding up to > 0")
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
   need(c.train.metrics_every > 0, "train.metrics_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")
@@ -229,8 +240,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(0 < c.dp.delta < 1, "dp.delta", "a number in (0, 1)")
   need(_finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
   need(c.attack.kind in ("nasr", "one_layer"), "attack.kind", "nasr, one_layer")
-  need(c.lira.num_shadows == 0 or c.lira.num_shadows >= 2, "lira.num_shadows",
-       "0 (off) or an integer >= 2")
+  need(c.attack.features in ("log_losses", "log_probs", "probs"), "attack.features",
+       "log_losses, log_probs, probs")
+  # Shadows train in complementary pairs, so every example is IN for exactly half of them
+  # (lira.keep_masks); an odd count would leave one unpaired.
+  need(c.lira.num_shadows == 0 or (c.lira.num_shadows >= 2 and c.lira.num_shadows % 2 == 0),
+       "lira.num_shadows", "0 (off) or an even integer >= 2")
+  a = c.lira.rmia_offline_a
+  need(a is None or (not isinstance(a, bool) and 0 <= a <= 1), "lira.rmia_offline_a",
+       "None (chosen per target from the shadows) or a number in [0, 1]")
   need(not (c.split_per_trial and c.lira.num_shadows), "split_per_trial",
        "False with lira.num_shadows > 0 (LiRA draws each model's members from one pool)")
   need(c.attack.epochs >= 0, "attack.epochs", "an integer >= 0")
@@ -251,12 +269,20 @@ def _finite_positive(x) -> bool:
 def parse_keep(spec):
   """`pruning.keep` as given on the command line -> what `pruning.keep_fractions` takes.
 
-  "paper" | 0.1 | "0.6,0.1,0.0625" (one per layer, in forward order) | "fc1=0.1,conv1=0.6".
+  "paper" | 0.1 (the overall kept fraction) | "uniform:0.1" (0.1 in every layer) |
+  "0.6,0.1,0.0625" (one per layer, in forward order) | "fc1=0.1,conv1=0.6".
   """
   if isinstance(spec, (int, float)):
     value = float(spec)
   elif isinstance(spec, str) and spec == "paper":
     return spec
+  elif isinstance(spec, str) and spec.strip().startswith("uniform:"):
+    try:
+      value = float(spec.strip().removeprefix("uniform:"))
+    except ValueError:
+      raise UserError(f"pruning.keep={spec!r} is not allowed; allowed: 'uniform:F' with F a "
+                      "fraction in (0, 1]") from None
+    return f"uniform:{_keep_value(value)}"
   elif isinstance(spec, str) and "=" in spec:
     try:
       pairs = dict(p.split("=") for p in spec.split(","))

@@ -17,8 +17,10 @@ longer bounds its influence. DP models use a per-example normalisation instead (
 
 Accounting uses the RDP accountant of `dp_accounting` for the standard DP-SGD event, a
 Poisson-subsampled Gaussian mechanism composed `steps` times, under add/remove-one adjacency.
-The guarantee assumes Poisson sampling with rate `sample_rate`; training on shuffled
-fixed-size batches is the common approximation of it.
+The guarantee assumes Poisson sampling with rate `sample_rate`, and that is how the `dp` method
+trains (`pipeline.poisson_batches`): batches of varying size, padded to a static one and
+passed with a `mask`, the sum divided by the expected batch size. Shuffled fixed-size batches,
+the common approximation, are not what this accountant bounds.
 """
 
 import math

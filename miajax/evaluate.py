@@ -17,6 +17,7 @@ from miajax import attack
 from miajax import lira
 from miajax import metrics
 from miajax import rmia
+from miajax import selection
 from miajax import splits as splits_lib
 from miajax.data import pipeline
 
@@ -92,6 +93,9 @@ CLASS_THRESHOLD_ATTACKS = {"loss_class": "loss", "entropy_class": "entropy"}
 HELD_OUT_FRACTION = 0.2
 # Bootstrap replicates behind each 95% interval over audit examples.
 BOOTSTRAP_REPLICATES = 1000
+# The headline's candidates: every attack fit on split 0. The one with the best out-of-sample
+# AUC on split 0 is reported as the headline (ties go to the first here).
+HEADLINE_CANDIDATES = ("nn", *THRESHOLD_ATTACKS, *CLASS_THRESHOLD_ATTACKS)
 
 
 def _class_matched(members: np.ndarray, nonmembers: np.ndarray, labels: np.ndarray,
@@ -135,17 +139,58 @@ def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Genera
 
 def _nn_attack(probs, labels, is_member, members, nonmembers, num_classes, attack_config, key,
                rng):
-  """The NN attack on (members, non-members), its epochs and threshold chosen on a held-out
-  share of them. Returns (params, epochs, threshold), the threshold on P(member)."""
+  """The NN attack on (members, non-members), its epochs (best gain, Algorithm 1's measure)
+  and threshold chosen on a held-out share of them. Returns (params, epochs, threshold), the
+  threshold on P(member). The audit's attack is `_nn_fit` with criterion "auc".
+
+  `probs` are the attack's input features (N, C), whichever `attack.features` gave them."""
   members, nonmembers = _class_matched(members, nonmembers, labels, rng)
   fit_in, fit_out, held = _held_out(members, nonmembers, rng)
-  params, epochs, _ = attack.train_early_stopped(
+  return _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config,
+                 key, criterion="gain")[:3]
+
+
+def _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config, key,
+            criterion):
+  """`_nn_attack` on given fit members, fit non-members and held-out examples, its epochs
+  chosen by `criterion` ("gain" or "auc", `attack.train_early_stopped`).
+
+  Returns (params, epochs, threshold, every epoch's P(member) on `held` (epochs + 1, N))."""
+  params, epochs, _, p_by_epoch = attack.train_early_stopped(
       key, attack_config.kind, num_classes, probs[fit_in], labels[fit_in], probs[fit_out],
       labels[fit_out], probs[held], labels[held], is_member[held],
       epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-      learning_rate=float(attack_config.learning_rate))
+      learning_rate=float(attack_config.learning_rate), criterion=criterion, held_scores=True)
   p_held = attack.predict(params, attack_config.kind, num_classes, probs[held], labels[held])
-  return params, epochs, metrics.fit_threshold(p_held, is_member[held])
+  return params, epochs, metrics.fit_threshold(p_held, is_member[held]), p_by_epoch
+
+
+def _halves(is_member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """A seeded random half of the members and half of the non-members: (N,) bool, True = A."""
+  half = np.zeros(is_member.size, bool)
+  for group in (is_member, ~is_member):
+    idx = rng.permutation(np.flatnonzero(group))
+    half[idx[:idx.size // 2]] = True
+  return half
+
+
+def _cross_fitted_auc(p_by_epoch: np.ndarray, is_member: np.ndarray,
+                      rng: np.random.Generator) -> float:
+  """The held-out AUC of "the epoch with the best held-out AUC", not measured on the examples
+  that chose the epoch (there the best of ~100 noisy AUCs reads a few points high).
+
+  The held-out set is halved, members and non-members separately; the epoch best on one half
+  is measured on the other, both ways, and the two AUCs averaged. With fewer than two members
+  or non-members there is nothing to halve: the chosen epoch's AUC on the whole set.
+  """
+  if min(is_member.sum(), (~is_member).sum()) < 2:
+    return float(max(metrics.roc_auc(p, is_member) for p in p_by_epoch))
+  half = _halves(is_member, rng)
+  out = []
+  for a, b in ((half, ~half), (~half, half)):
+    best = int(np.argmax([metrics.roc_auc(p[a], is_member[a]) for p in p_by_epoch]))
+    out.append(metrics.roc_auc(p_by_epoch[best][b], is_member[b]))
+  return float(np.mean(out))
 
 
 def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
@@ -154,32 +199,42 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
 
   The NN attack (`attack_config`) trains on split 0 with the same number of members and of
   non-members in every class (`_class_matched`), less a held-out share (HELD_OUT_FRACTION of
-  each group) on which its number of epochs (the best held-out gain, at most
-  `attack_config.epochs`) and its decision threshold (the best held-out balanced accuracy) are
-  chosen. The threshold attacks fit their thresholds on all of split 0: one global threshold
-  for each of THRESHOLD_ATTACKS, one per class for CLASS_THRESHOLD_ATTACKS. Split 1 is only
-  measured.
+  each group) on which its number of epochs (the best held-out AUC, at most
+  `attack_config.epochs`; not the gain, by which a weak attack that ranks members well but is
+  overconfident loses to the untrained one) and its decision threshold (the best held-out
+  balanced accuracy) are chosen. It sees `attack_config.features` of each prediction
+  (`attack.features`; default log-losses, which do not saturate). The threshold attacks fit their thresholds on all of split 0: one global
+  threshold for each of THRESHOLD_ATTACKS, one per class for CLASS_THRESHOLD_ATTACKS. Split 1
+  is only measured.
+
+  The headline is the strongest of them chosen on split 0 alone (`_headline_selection`):
+  whichever has the best out-of-sample AUC on split 0, reported with its split-1 numbers.
 
   Returns:
     The record fields: `attack.evaluate`'s (attack_accuracy at the chosen threshold,
     attack_accuracy_at_half at p >= 0.5, AUC, TPR, gain, notes), attack_epochs,
-    attack_threshold, threshold_attacks {name: {accuracy, auc}}, intervals (95% stratified
-    bootstrap intervals over audit examples: attack_accuracy, attack_auc, attack_tpr_at_fpr,
-    and threshold_attacks {name: {accuracy, auc}}), per_class; and the per-example scores
-    of every example of both splits for scores.npz: score_nn (P(member)), score_<name> for
-    each threshold attack (for a class-threshold attack, the score minus its class's
+    attack_threshold, threshold_attacks {name: {accuracy, auc}}, the headline (headline_attack,
+    headline_auc, headline_accuracy, headline_tpr_at_fpr, headline_selection {candidate:
+    split-0 AUC}), intervals (95% stratified bootstrap intervals over audit examples:
+    attack_accuracy, attack_auc, attack_tpr_at_fpr, threshold_attacks {name: {accuracy, auc}},
+    headline_accuracy, headline_auc, headline_tpr_at_fpr), per_class; and the per-example
+    scores of every example of both splits for scores.npz: score_nn (P(member)), score_<name>
+    for each threshold attack (for a class-threshold attack, the score minus its class's
     threshold).
   """
   logits = out.logits[k]
-  probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float32)
+  feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
   labels, is_member = out.labels, out.is_member
   fit, test = out.split == 0, out.split == 1
   rng = np.random.default_rng(seed)
-  params, epochs, threshold = _nn_attack(
-      probs, labels, is_member, np.flatnonzero(out.select(True, 0)),
-      np.flatnonzero(out.select(False, 0)), num_classes, attack_config,
-      jax.random.PRNGKey(seed), rng)
-  scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, probs, labels)}
+  # `_nn_attack`'s steps, keeping the held-out share for the headline's choice.
+  members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),
+                                       np.flatnonzero(out.select(False, 0)), labels, rng)
+  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
+  params, epochs, threshold, p_by_epoch = _nn_fit(feats, labels, is_member, fit_in, fit_out,
+                                                  held, num_classes, attack_config,
+                                                  jax.random.PRNGKey(seed), criterion="auc")
+  scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, feats, labels)}
   fields = attack.evaluate(scores["score_nn"][test], is_member[test], threshold=threshold)
   fields["attack_epochs"] = int(epochs)
   fields["attack_threshold"] = float(threshold)
@@ -200,8 +255,19 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
         "auc": metrics.roc_auc(shifted[test], is_member[test])}
     scores[f"score_{name}"], calls[name] = shifted, shifted >= 0
 
+  fields["headline_selection"] = _headline_selection(
+      scores, labels, is_member, fit, num_classes,
+      _cross_fitted_auc(p_by_epoch, is_member[held], rng), rng)
+  name = max(HEADLINE_CANDIDATES, key=fields["headline_selection"].get)
+  tpr, notes = metrics.tpr_report(scores[f"score_{name}"][test], is_member[test])
+  fields |= {"headline_attack": name,
+             "headline_auc": metrics.roc_auc(scores[f"score_{name}"][test], is_member[test]),
+             "headline_accuracy": metrics.balanced_accuracy(calls[name][test], is_member[test]),
+             "headline_tpr_at_fpr": tpr}
+  fields["notes"] = fields["notes"] + [f"headline_tpr_at_fpr: {n}" for n in notes]
+
   fields["intervals"] = _intervals(scores, calls, is_member, test, seed, int(getattr(
-      attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES)))
+      attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES)), name)
   correct = logits.argmax(-1) == labels
   nonmember_audit = out.select(False, 1)
   fields["per_class"] = metrics.per_class(
@@ -210,33 +276,77 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   return fields, scores
 
 
-def _intervals(scores, calls, is_member, test, seed, replicates) -> dict:
-  """95% stratified bootstrap intervals over the audit examples, shaped like the record."""
+def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng) -> dict:
+  """Each headline candidate's ROC AUC on split 0, out of sample; split 1 is never read.
+
+  The global-threshold scores need no fit: their AUC over all of split 0. Class thresholds
+  are fit on one half of split 0 (members and non-members halved separately) and applied to
+  the other, both ways; the AUC is that of these out-of-fold shifted scores. The NN attack
+  trained on split 0 less its held-out share, and chose its epochs there: `nn_auc` is its
+  cross-fitted AUC on that share (`_cross_fitted_auc`). Each is an estimate of the attack's
+  AUC on unseen examples, the NN attack's the noisiest (the fewest examples).
+  """
+  idx = np.flatnonzero(fit)
+  m, y = is_member[idx], labels[idx]
+  out = {name: metrics.roc_auc(scores[f"score_{name}"][idx], m) for name in THRESHOLD_ATTACKS}
+  out["nn"] = nn_auc
+  half = _halves(m, rng)
+  for name, base in CLASS_THRESHOLD_ATTACKS.items():
+    s = scores[f"score_{base}"][idx]
+    shifted = np.empty_like(s)
+    for a, b in ((half, ~half), (~half, half)):
+      thresholds, _ = metrics.class_thresholds(s[a], m[a], y[a], num_classes)
+      shifted[b] = s[b] - thresholds[y[b]]
+    out[name] = metrics.roc_auc(shifted, m)
+  return {name: out[name] for name in HEADLINE_CANDIDATES}
+
+
+def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> dict:
+  """95% stratified bootstrap intervals over the audit examples, shaped like the record;
+  `headline` names the attack behind the headline_* fields."""
   def boot(name):
     return metrics.bootstrap_intervals(
         scores[f"score_{name}"][test], is_member[test], calls[name][test],
         replicates=replicates, seed=seed)
 
-  nn = boot("nn")
+  boots = {name: boot(name) for name in HEADLINE_CANDIDATES}
+  nn, top = boots["nn"], boots[headline]
   out = {"level": 0.95, "replicates": replicates,
          "covers": "resampling of the audit examples (members and non-members separately)",
          "attack_accuracy": nn["accuracy"], "attack_auc": nn["auc"],
-         "attack_tpr_at_fpr": nn["tpr_at_fpr"], "threshold_attacks": {}}
+         "attack_tpr_at_fpr": nn["tpr_at_fpr"], "threshold_attacks": {},
+         "headline_accuracy": top["accuracy"], "headline_auc": top["auc"],
+         "headline_tpr_at_fpr": top["tpr_at_fpr"]}
   for name in (*THRESHOLD_ATTACKS, *CLASS_THRESHOLD_ATTACKS):
-    b = boot(name)
-    out["threshold_attacks"][name] = {"accuracy": b["accuracy"], "auc": b["auc"]}
+    out["threshold_attacks"][name] = {"accuracy": boots[name]["accuracy"],
+                                      "auc": boots[name]["auc"]}
   return out
 
 
+def selection_accuracy(out: Outputs) -> np.ndarray:
+  """Per-trial accuracy on split 0's non-members (`reference`), Algorithm 1's accuracy bound.
+
+  Test examples no model trained on and no audit measures: the test accuracy, on the audit's
+  non-members, is reported and never chosen on.
+  """
+  correct = out.logits.argmax(-1) == out.labels[None]
+  return correct[:, out.select(member=False, split=0)].mean(-1)
+
+
 def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
-                   folds: int) -> float:
+                   folds: int) -> dict:
   """Algorithm 1's criterion for trial k without the audit split: the paper's attack trained
-  on `folds - 1` folds of split 0 and its gain (Eq. 1) measured on the fold left out, averaged.
+  on `folds - 1` folds of split 0 and its gain (Eq. 1) measured on the fold left out.
 
   Members and non-members of split 0 are cut into folds separately, so every fold stays
   balanced; the audit split (split 1) is never read. Each fold's attack is the audit's
   (`_nn_attack`: class-matched, its epochs chosen on a held-out share of the training folds),
   so the fold left out is only measured.
+
+  Returns:
+    The record fields `selection_gain`, the mean over folds clipped below at
+    `selection.GAIN_FLOOR` (-log 4: an attacker can always answer 0.5, so a lower mean only
+    says how badly the attack overfits), and `selection_gain_folds`, each fold's raw gain.
   """
   probs = np.asarray(jax.nn.softmax(out.logits[k], axis=-1), np.float32)
   members, nonmembers = np.flatnonzero(out.select(True, 0)), np.flatnonzero(out.select(False, 0))
@@ -252,7 +362,8 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
         jax.random.fold_in(jax.random.PRNGKey(seed), f), np.random.default_rng([seed, f]))
     p = attack.predict(params, attack_config.kind, num_classes, probs[held], out.labels[held])
     gains.append(metrics.empirical_gain(p, out.is_member[held]))
-  return float(np.mean(gains))
+  return {"selection_gain": selection.clipped(float(np.mean(gains))),
+          "selection_gain_folds": gains}
 
 
 def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
@@ -264,7 +375,7 @@ def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> No
 def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
                population_logits: np.ndarray | None = None,
                population_labels: np.ndarray | None = None, *,
-               rmia_offline_a: float = rmia.DEFAULT_OFFLINE_A,
+               rmia_offline_a: float | None = None,
                rmia_gamma: float = rmia.DEFAULT_GAMMA) -> tuple[dict, dict[str, np.ndarray]]:
   """LiRA and RMIA of model 0 (the target) with models 1.. as shadows, over the whole pool.
 
@@ -275,13 +386,15 @@ def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
     population_logits: (models, Z, C) logits on RMIA's population samples, which no model
       trained on; None skips RMIA (its fields are then None).
     population_labels: (Z,) their labels.
-    rmia_offline_a: the `a` of RMIA's offline approximation of Pr(x).
+    rmia_offline_a: the `a` of RMIA's offline approximation of Pr(x); None chooses it from
+      the shadows alone (`rmia.choose_offline_a`, the target never read), falling back to
+      rmia.DEFAULT_OFFLINE_A, with a note, where no shadow can stand in as the target.
     rmia_gamma: RMIA's threshold on LR(x) / LR(z).
 
   Returns:
     {variant: {auc, tpr_at_fpr {"0.001", "0.01"}}} for LiRA's online and offline tests with
-    per-example and fixed variance and for RMIA online and offline, RMIA's `a`, gamma and
-    number of population samples, and the per-example scores of each variant.
+    per-example and fixed variance and for RMIA online and offline, RMIA's `a` and how it was
+    chosen, gamma and number of population samples, and the per-example scores of each variant.
   """
   conf = np.asarray(lira.logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels)))
   fields, scores = {"num_shadows": int(len(keep) - 1)}, {}
@@ -290,24 +403,42 @@ def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
       name = ("online" if online else "offline") + ("_fixed_variance" if fixed else "")
       scores[f"lira_{name}"] = lira.scores(conf[0], conf[1:], keep[1:], online=online,
                                            fixed_variance=fixed)
-  rmia_fields = dict.fromkeys(("rmia_online", "rmia_offline", "rmia_offline_a", "rmia_gamma",
-                               "rmia_num_population"))
+  rmia_fields = dict.fromkeys(("rmia_online", "rmia_offline", "rmia_offline_a",
+                               "rmia_offline_a_chosen_by", "rmia_gamma", "rmia_num_population"))
+  all_notes = []
   if population_logits is not None:
     logp = rmia.log_true_label_prob(logits, labels)
     pop_logp = rmia.log_true_label_prob(population_logits, population_labels)
+    a, chosen_by = _rmia_offline_a(rmia_offline_a, logp, keep, pop_logp, rmia_gamma)
+    if chosen_by.startswith("default"):
+      all_notes.append(f"rmia_offline_a: {chosen_by}")
     for online in (True, False):
       scores["rmia_" + ("online" if online else "offline")] = rmia.scores(
           logp[0], logp[1:], keep[1:], pop_logp[0], pop_logp[1:], online=online,
-          offline_a=rmia_offline_a, gamma=rmia_gamma)
-    rmia_fields |= {"rmia_offline_a": float(rmia_offline_a), "rmia_gamma": float(rmia_gamma),
-                    "rmia_num_population": int(pop_logp.shape[1])}
-  all_notes = []
+          offline_a=a, gamma=rmia_gamma)
+    rmia_fields |= {"rmia_offline_a": a, "rmia_offline_a_chosen_by": chosen_by,
+                    "rmia_gamma": float(rmia_gamma), "rmia_num_population": int(pop_logp.shape[1])}
   for key, s in scores.items():
     name = key.removeprefix("lira_")
     tpr, notes = metrics.tpr_report(s, keep[0])
     fields[name] = {"auc": metrics.roc_auc(s, keep[0]), "tpr_at_fpr": tpr}
     all_notes.extend(f"{name}: {n}" for n in notes)
   return {**rmia_fields, **fields, "notes": all_notes}, scores
+
+
+def _rmia_offline_a(override, logp, keep, pop_logp, gamma) -> tuple[float, str]:
+  """(a, how it was chosen): the override, else the shadows' choice (models 1.. only)."""
+  if override is not None:
+    return rmia.check_offline_a(override), "config override"
+  choice = rmia.choose_offline_a(logp[1:], keep[1:], pop_logp[1:], gamma=gamma)
+  if choice.a is None:
+    return rmia.DEFAULT_OFFLINE_A, (f"default {rmia.DEFAULT_OFFLINE_A}: no shadow can stand in "
+                                    "as the target (each needs members and non-members with "
+                                    "an OUT reference among the other shadows)")
+  models = ", ".join(str(k + 1) for k in choice.stand_ins)
+  grid = choice.grid
+  return choice.a, (f"reference model{'s' if len(choice.stand_ins) > 1 else ''} {models} as "
+                    f"target: best mean AUC over a = {grid[0]:g}, {grid[1]:g}, ..., {grid[-1]:g}")
 
 
 def rmia_population(s: splits_lib.Splits) -> tuple[str, np.ndarray]:

@@ -7,7 +7,8 @@
 | minmax          | train, each step k attack-model steps then a classifier step on         |
 |                 | loss + gamma * the attack's gain on the classifier's member batch        |
 | pruning_minmax  | the pruning phases, every step with the Min-Max term (Eq. 3)             |
-| dp              | train with DP-SGD: per-example clipping, Gaussian noise                  |
+| dp              | train with DP-SGD on Poisson-sampled batches: per-example clipping,     |
+|                 | Gaussian noise                                                          |
 
 A phase may have an `enter` function, applied to the state when the phase begins (ADMM's
 Z = Pi(W), U = 0; the hard prune before retraining), and a `periodic` function applied after
@@ -50,6 +51,10 @@ class Recipe:
   attack_batches: int = 0   # Min-Max: attack-member and reference batches read per step
   report: dict = dataclasses.field(default_factory=dict)   # fields for results.json
   example_loss: Callable | None = None   # DP-SGD: (params, one example) -> its loss
+  # How training batches are drawn: "shuffle" (a seeded permutation per epoch, fixed-size
+  # batches) or "poisson" (each member in each batch with probability batch / members, padded
+  # to a static size with a "mask"; DP-SGD, whose accountant assumes it).
+  sampling: str = "shuffle"
 
   @property
   def total_steps(self) -> int:
@@ -95,7 +100,8 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
     keep = config_lib.parse_keep(config.pruning.keep)
     rho = float(config.admm.rho)
     hp = lambda params: {"counts": pruning.count_tree(params, pruning.keep_counts(
-        params, pruning.keep_fractions(params, keep))), "rho": jnp.float32(rho)}
+        params, pruning.keep_fractions(params, keep, model=config.model.name))),
+        "rho": jnp.float32(rho)}
     return Recipe(
         phases=[
             Phase("pretrain", n(config.pruning.pretrain_epochs), plain),
@@ -116,15 +122,17 @@ def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: in
                                               max(total, 1))
     report = {"dp_epsilon": dp_lib.epsilon(sigma, sample_rate, total, config.dp.delta),
               "dp_delta": config.dp.delta, "dp_noise_multiplier": sigma,
-              "dp_sampling": "shuffled fixed-size batches, accounted as Poisson sampling at "
-                             "rate batch/members (the usual DP-SGD approximation)",
+              "dp_sampling": "poisson",
               "dp_model_norm": models.normalisation(config.model.name, config.model.norm)}
     example_loss = functools.partial(_example_loss, model=model)
+    # Poisson batches of expected size sample_rate * num_members = data.batch_size.
     step = functools.partial(_dp_step, model=model, tx=tx, example_loss=example_loss,
-                             clip_norm=config.dp.clip_norm)
+                             clip_norm=config.dp.clip_norm,
+                             expected_batch=config.data.batch_size)
     # The noise is traced, so trials swept over epsilon share one compiled step.
     return Recipe([Phase("train", total, step)], hp=lambda params: {
-        "noise_multiplier": jnp.float32(sigma)}, report=report, example_loss=example_loss)
+        "noise_multiplier": jnp.float32(sigma)}, report=report, example_loss=example_loss,
+        sampling="poisson")
   raise ValueError(f"unknown method {method!r}")
 
 
@@ -245,16 +253,22 @@ def _example_loss(params, example, *, model):
   return steps.cross_entropy(logits, example["label"][None])
 
 
-def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm):
-  """Per-example gradients clipped to clip_norm, summed, Gaussian noise of hp's multiplier,
-  divided by B. Models need no BatchNorm here (model.norm=group or none): batch statistics mix
-  examples."""
+def _dp_step(state, batch, hp, *, model, tx, example_loss, clip_norm, expected_batch):
+  """Per-example gradients clipped to clip_norm, the rows of batch["mask"] summed (padding
+  dropped), Gaussian noise of hp's multiplier, divided by the EXPECTED batch size of Poisson
+  sampling, a constant (dividing by the realised size would leak it). Loss and accuracy are
+  over the sampled rows. Models need no BatchNorm here (model.norm=group or none): batch
+  statistics mix examples."""
   noise_key = jax.random.fold_in(state.key, 1)
   examples = {"image": batch["image"], "label": batch["label"]}
+  mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
   grads, metrics = dp_lib.dp_grad(example_loss, state.params, examples, noise_key,
-                                  clip_norm=clip_norm, noise_multiplier=hp["noise_multiplier"])
+                                  clip_norm=clip_norm, noise_multiplier=hp["noise_multiplier"],
+                                  batch_size=expected_batch, mask=mask)
   logits, _ = steps.forward(model, state.params, {}, batch["image"], train=False)
   state = steps.apply_gradients(state, grads, tx, state.batch_stats)
-  loss = steps.cross_entropy(logits, batch["label"])
+  weights = mask.astype(jnp.float32)
+  mean = lambda x: jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  loss = mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
   return state, metrics | {"loss": loss, "cross_entropy": loss,
-                           "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+                           "accuracy": mean(jnp.argmax(logits, -1) == batch["label"])}

@@ -87,9 +87,10 @@ def tpr_at_fpr(scores, is_member, fpr: float) -> float | None:
 
   "Strictly below", as the LiRA reference code reads its ROC curve: the rate the caller names is
   never reached, only approached, so a low-FPR figure is not inflated by the point that sits
-  exactly at it. With fewer than 1/fpr non-members one false positive already exceeds the
+  exactly at it. With n <= 1/fpr non-members one false positive, 1/n, already reaches the
   rate, and "TPR at 0.1% FPR" would really be "TPR at no false positive": the result is then
-  None (`tpr_report` says why). No interpolation; ties are never split.
+  None (`tpr_report` says why); it takes floor(1/fpr) + 1 non-members (`min_nonmembers`).
+  No interpolation; ties are never split.
   """
   if not 0.0 < fpr <= 1.0:
     raise UserError(f'fpr: {fpr!r}; expected a false-positive rate in (0, 1]')
@@ -101,8 +102,15 @@ def tpr_at_fpr(scores, is_member, fpr: float) -> float | None:
 
 
 def min_nonmembers(fpr: float) -> int:
-  """The fewest non-members a TPR at `fpr` is reported for: 1/fpr, rounded up."""
-  return math.ceil(1.0 / fpr - 1e-9)
+  """The fewest non-members a TPR at `fpr` is reported for: floor(1/fpr) + 1, the fewest n
+  whose single false positive, 1/n, lies strictly below the rate."""
+  n = math.floor(1.0 / fpr) + 1
+  # 1/fpr is rounded: settle n by the comparison the ROC itself makes, fp / n < fpr.
+  while n > 1 and 1.0 / (n - 1) < fpr:
+    n -= 1
+  while not 1.0 / n < fpr:
+    n += 1
+  return n
 
 
 def tpr_report(scores, is_member, fprs=(0.001, 0.01)) -> tuple[dict, list[str]]:

@@ -23,6 +23,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +42,12 @@ _FIELD = "pruning.keep"
 # 93.75%", as keep fractions. Used verbatim for LeNet-5-shaped params.
 LENET5_PAPER_KEEP = (0.6, 0.1, 0.0625, 0.0625, 0.0625)
 _LENET5_CONV1_SHAPE = (5, 5, 1, 6)
+
+# Table 4's weight reduction ratios (prunable weights / kept weights) by `model.name`: one per
+# model for CIFAR-10 and CIFAR-100 alike, and the ImageNet rows. LeNet-5's 15.78x is listed
+# for completeness: App. E's explicit rates above take precedence (they give 15.32x).
+PAPER_REDUCTION = {"lenet5": 15.78, "vgg16": 13.84, "resnet18": 10.54, "mobilenetv2": 10.06,
+                   "resnet18_imagenet": 3.37, "mobilenetv2_imagenet": 3.27}
 
 # App. E's general rule: the first layer prunes 30-40% (we take the middle), the others from
 # 50% rising with depth to 95%.
@@ -86,35 +93,99 @@ def layers(params) -> list[str]:
   return list(_prunable_leaves(params))
 
 
-def paper_keep_fractions(shapes: Sequence[tuple[int, ...]]) -> list[float]:
+def _count(size: int, fraction: float) -> int:
+  """n = max(1, round(fraction * size)), at most size (Python's round: half to even)."""
+  return min(size, max(1, round(fraction * size)))
+
+
+def _kept(sizes: Sequence[int], fractions: Sequence[float]) -> int:
+  return sum(_count(s, f) for s, f in zip(sizes, fractions))
+
+
+def paper_keep_fractions(shapes: Sequence[tuple[int, ...]],
+                         ratio: float | None = None) -> list[float]:
   """App. E's pruning rule as keep fractions, from the prunable kernels' shapes in forward order.
 
   LeNet-5-shaped models (exactly 5 prunable layers, the first a 5x5x1x6 conv) get the paper's
-  stated rates verbatim: 40%, 90%, 93.75%, 93.75%, 93.75% pruned. Otherwise, with L layers and
-  depth d = 0..L-1:
+  stated rates verbatim: 40%, 90%, 93.75%, 93.75%, 93.75% pruned. Otherwise, with L layers,
+  depth d = 0..L-1 and t = (d - 1) / max(L - 2, 1) the place among the later layers:
     d = 0:  prune 35% (keep 0.65), the middle of the paper's 30-40% for the first layer;
-    d >= 1: prune 50% + 45% * (d - 1) / (L - 2), i.e. rising linearly from 50% at the second
-            layer to 95% at the last (a 2-layer model prunes 50% in its second layer).
+    d >= 1: prune 50% + 45% * t ** g, rising with depth from 50% at the second layer to 95% at
+            the last.
+  Without `ratio`, g = 1 (a straight line). With it (Table 4's, `PAPER_REDUCTION`), g is found
+  by bisection so that prunable weights / kept weights, counted as `keep_counts` rounds, comes
+  closest to `ratio`: g < 1 prunes the middle layers harder, g > 1 lighter. Every g stays within
+  App. E's ranges, so a ratio beyond them gets the nearest end.
 
   Args:
     shapes: kernel shapes in forward order.
+    ratio: the reduction ratio to reach, or None.
 
   Returns:
     One keep fraction per layer.
   """
-  shapes = [tuple(s) for s in shapes]
+  return list(_paper_profile(tuple(tuple(s) for s in shapes), ratio))
+
+
+@functools.lru_cache(maxsize=64)
+def _paper_profile(shapes: tuple[tuple[int, ...], ...], ratio: float | None) -> tuple:
   num = len(shapes)
   if num == len(LENET5_PAPER_KEEP) and shapes[0] == _LENET5_CONV1_SHAPE:
-    return list(LENET5_PAPER_KEEP)
+    return LENET5_PAPER_KEEP
   lo, hi = PAPER_PRUNE_RANGE
-  keep = []
-  for depth in range(num):
-    if depth == 0:
-      prune = PAPER_FIRST_PRUNE
-    else:
-      prune = lo + (hi - lo) * (depth - 1) / max(num - 2, 1)
-    keep.append(round(1.0 - prune, 12))  # 12 digits: drop float noise (0.05, not 0.0500..04)
-  return keep
+
+  def profile(g):
+    keep = [1.0 - PAPER_FIRST_PRUNE]
+    for depth in range(1, num):
+      prune = lo + (hi - lo) * ((depth - 1) / max(num - 2, 1)) ** g
+      keep.append(round(1.0 - prune, 12))  # 12 digits: drop float noise (0.05, not 0.0500..04)
+    return keep
+
+  if ratio is None or num < 3:
+    return tuple(profile(1.0))
+  sizes = [math.prod(s) for s in shapes]
+  target = sum(sizes) / ratio
+  # Kept weights rise with g (every t ** g falls); bisect log g.
+  a, b = -10.0, 10.0
+  for _ in range(60):
+    mid = (a + b) / 2
+    a, b = (mid, b) if _kept(sizes, profile(math.exp(mid))) < target else (a, mid)
+  return tuple(min((profile(math.exp(x)) for x in (a, b)),
+                   key=lambda f: abs(_kept(sizes, f) - target)))
+
+
+def overall_keep_fractions(shapes: Sequence[tuple[int, ...]], keep: float,
+                           profile: Sequence[float]) -> list[float]:
+  """Per-layer keep fractions that keep `keep` of all prunable weights, shaped like `profile`.
+
+  The first layer keeps max(profile[0], keep): never pruned harder than the profile prunes it
+  (App. E's 30-40%). The later layers keep min(1, c * profile[d]) with one scale c, found by
+  bisection so the kept count (as `keep_counts` rounds) comes closest to keep * total; they
+  stay pruned harder with depth wherever the profile is.
+
+  Raises:
+    UserError: `keep` below what the first layer's floor and one weight per later layer allow.
+  """
+  sizes = [math.prod(s) for s in shapes]
+  if keep >= 1.0 or not sizes:
+    return [1.0] * len(sizes)
+  first = max(profile[0], keep)
+  total = sum(sizes)
+  target = round(keep * total)
+
+  def scaled(c):
+    return [first] + [min(1.0, c * q) for q in profile[1:]]
+
+  floor = _kept(sizes, scaled(0.0))
+  if target < floor:
+    raise UserError(f"{_FIELD}={keep!r} is below {floor / total:.2g}, the least this model "
+                    f"keeps with its first layer keeping {first}; allowed: a larger fraction, "
+                    f"or 'uniform:{keep}' for one fraction in every layer")
+  a, b = 0.0, 1.0 / min(profile[1:], default=1.0)
+  for _ in range(60):
+    mid = (a + b) / 2
+    a, b = (mid, b) if _kept(sizes, scaled(mid)) < target else (a, mid)
+  return min((scaled(c) for c in (a, b)), key=lambda f: abs(_kept(sizes, f) - target))
 
 
 def _check_keep(value: Any, where: str) -> float:
@@ -148,33 +219,42 @@ def _match_layer(key: str, names: list[str]) -> str:
   return hits[0]
 
 
-def keep_fractions(params, spec) -> dict[str, float]:
+def keep_fractions(params, spec, model: str | None = None) -> dict[str, float]:
   """Per-layer keep fractions, in forward order, from a `pruning.keep` spec.
 
   Args:
     params: one trial's param collection (arrays or shape structs), as created.
     spec: one of
-      - a number in (0, 1]: the same keep fraction for every prunable layer;
+      - "paper": App. E's rule (`paper_keep_fractions`), calibrated to Table 4's reduction
+        ratio for `model` (`PAPER_REDUCTION`); LeNet-5 gets App. E's explicit rates;
+      - a number k in (0, 1]: the overall fraction of prunable weights kept, reached by scaling
+        the "paper" profile (`overall_keep_fractions`): the first layer keeps max(k, 0.6) on
+        LeNet-5 or max(k, 0.65) elsewhere, the later layers are pruned harder with depth;
+      - "uniform:k": the same keep fraction k in every prunable layer;
       - a sequence of numbers: one per prunable layer, in forward order;
       - a mapping {layer: keep}: a layer is named by its full name or by a unique run of whole
-        path components ("fc1", "block0/conv2", "conv2/kernel"); layers not named keep 1.0;
-      - "paper": App. E's rule (`paper_keep_fractions`).
+        path components ("fc1", "block0/conv2", "conv2/kernel"); layers not named keep 1.0.
+    model: `model.name`, which picks Table 4's ratio; None (or a model Table 4 lacks) takes
+      App. E's rule with a straight rise from 50% to 95% pruned.
 
   Returns:
     {layer name: keep fraction}.
 
   Raises:
-    UserError: a fraction outside (0, 1], a sequence of the wrong length, a key that matches
-      no layer or several, two keys for one layer, or a spec of another kind.
+    UserError: a fraction outside (0, 1], a number below what the model can keep overall, a
+      sequence of the wrong length, a key that matches no layer or several, two keys for one
+      layer, or a spec of another kind.
   """
   leaves = _prunable_leaves(params)
   names = list(leaves)
+  shapes = [tuple(leaf.shape) for leaf in leaves.values()]
+  if isinstance(spec, str) and spec.strip().startswith("uniform:"):
+    return dict.fromkeys(names, _uniform_keep(spec))
   if isinstance(spec, str):
     if spec != "paper":
       raise UserError(f"{_FIELD}={spec!r} is not allowed; allowed: 'paper', a fraction in "
-                      "(0, 1], one fraction per layer, or {layer: fraction}")
-    shapes = [tuple(leaf.shape) for leaf in leaves.values()]
-    return dict(zip(names, paper_keep_fractions(shapes)))
+                      "(0, 1], 'uniform:F', one fraction per layer, or {layer: fraction}")
+    return dict(zip(names, paper_keep_fractions(shapes, PAPER_REDUCTION.get(model))))
   if hasattr(spec, "to_dict") and not isinstance(spec, Mapping):
     spec = spec.to_dict()  # ml_collections.ConfigDict
   if isinstance(spec, Mapping):
@@ -200,7 +280,22 @@ def keep_fractions(params, spec) -> dict[str, float]:
                       "fraction per layer")
     return {n: _check_keep(v, f"{_FIELD}[{i}]") for i, (n, v) in enumerate(zip(names, values))}
   v = _check_keep(spec, _FIELD)
-  return dict.fromkeys(names, v)
+  profile = paper_keep_fractions(shapes, PAPER_REDUCTION.get(model))
+  return dict(zip(names, overall_keep_fractions(shapes, v, profile)))
+
+
+def _uniform_keep(spec: str) -> float:
+  """F from "uniform:F", or UserError."""
+  text = spec.strip().removeprefix("uniform:")
+  try:
+    v = float(text)
+  except ValueError:
+    raise UserError(f"{_FIELD}={spec!r} is not a number after 'uniform:'; allowed: "
+                    "'uniform:F' with F in (0, 1]") from None
+  if not (math.isfinite(v) and 0.0 < v <= 1.0):
+    raise UserError(f"{_FIELD}={spec!r} is outside (0, 1]; allowed: 'uniform:F' with F in "
+                    "(0, 1]")
+  return v
 
 
 def keep_counts(params, fractions: Mapping[str, float]) -> dict[str, int]:
@@ -221,11 +316,7 @@ def keep_counts(params, fractions: Mapping[str, float]) -> dict[str, int]:
   if missing or extra:
     raise ValueError(f"fractions do not match the prunable layers: missing {missing}, "
                      f"unknown {extra}")
-  out = {}
-  for name, leaf in leaves.items():
-    size = math.prod(leaf.shape)
-    out[name] = min(size, max(1, round(fractions[name] * size)))
-  return out
+  return {name: _count(math.prod(leaf.shape), fractions[name]) for name, leaf in leaves.items()}
 
 
 def count_tree(params, counts: Mapping[str, int]):

@@ -81,6 +81,8 @@ def comparison(records: list[dict]) -> dict[str, Any]:
       values = [get(r) for r in rs]
       mean, half, n = results.mean_interval(values)
       row[header] = {"mean": mean, "half": half, "n": n, "values": values}
+      if header in results.NAMED:
+        row[header]["attacks"] = [results.NAMED[header](r) for r in rs]
     out[name] = row
   return out
 
@@ -153,7 +155,11 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
            "## Table 1: method comparison",
            "", "Mean ± 95% t-interval over seeds; accuracies in %. attack acc: the NN attack's "
            "balanced accuracy on the audit split, at the decision threshold chosen on held-out "
-           "split 0 (attack_accuracy_at_half in results.json: at p >= 0.5).", "", "```",
+           "split 0 (attack_accuracy_at_half in results.json: at p >= 0.5). attack AUC: the NN "
+           "attack's; loss AUC: the global loss threshold's. best attack AUC: the audit-split AUC "
+           "of the attack (named after it; with counts where seeds differ) that had the best "
+           "out-of-sample AUC on split 0 among the NN and threshold attacks (headline_* in "
+           "results.json): chosen without the audit split.", "", "```",
            results.table(records), "```"]
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:

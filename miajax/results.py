@@ -20,12 +20,20 @@ FIELDS = (
     "dp_delta", "wall_seconds", "checkpoint_dir", "versions")
 # Computed as well, beyond the schema: the Eq. 10 JS estimate, per-class gaps (Fig. 4).
 EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_sampling",
-                "dp_model_norm", "lira", "group", "sweep", "selection_gain", "notes",
+                "dp_model_norm", "dp_max_batch", "lira", "group", "sweep", "selection_gain",
+                "notes",
+                # Algorithm 1's, on split 0 (see selection.py): raw per-fold gains beside the
+                # clipped mean, and the accuracy on the reference non-members.
+                "selection_gain_folds", "selection_accuracy",
                 "split_seed",
                 # The NN attack's accuracy at p >= 0.5, its epochs and decision threshold
                 # (both chosen on held-out split 0); 95% bootstrap intervals over the audit
                 # examples, shaped like the fields they bound.
-                "attack_accuracy_at_half", "attack_epochs", "attack_threshold", "intervals")
+                "attack_accuracy_at_half", "attack_epochs", "attack_threshold", "intervals",
+                # The headline: the strongest attack chosen on split 0 alone (its name and
+                # every candidate's split-0 AUC), with its numbers on the audit split.
+                "headline_attack", "headline_auc", "headline_accuracy", "headline_tpr_at_fpr",
+                "headline_selection")
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -95,6 +103,9 @@ COLUMNS = (
     ("attack acc", lambda r: r["attack_accuracy"], "pct"),
     ("attack AUC", lambda r: r["attack_auc"], "f3"),
     ("loss AUC", lambda r: (r["threshold_attacks"] or {}).get("loss", {}).get("auc"), "f3"),
+    # The strongest attack chosen on split 0 alone (evaluate.audit), measured on the audit
+    # split; the cell names it (`NAMED`).
+    ("best attack AUC", lambda r: r.get("headline_auc"), "f3"),
     ("nonzero", lambda r: r["weights_nonzero"], "int"),
     ("epsilon", lambda r: r["dp_epsilon"], "f2"),
 )
@@ -115,11 +126,25 @@ BOOTSTRAP = {
     "attack AUC": lambda r: (r.get("intervals") or {}).get("attack_auc"),
     "loss AUC": lambda r: ((r.get("intervals") or {}).get("threshold_attacks") or {}).get(
         "loss", {}).get("auc"),
+    "best attack AUC": lambda r: (r.get("intervals") or {}).get("headline_auc"),
 }
+# Columns whose cell also names what each trial measured, by column header.
+NAMED = {"best attack AUC": lambda r: r.get("headline_attack")}
 SEEDS_CAPTION = ("±: 95% t-interval over the seeds (training randomness only: all trials "
                  "share one membership split and one audit set)")
 BOOTSTRAP_CAPTION = ("[lo,hi]: one trial; 95% stratified bootstrap interval over its audit "
                      "examples (which examples were audited, not training randomness)")
+
+
+def names(values: Iterable[str | None]) -> str | None:
+  """One name, or each with its count ("loss_class:2,nn:1"), most frequent first; None if none."""
+  counts: dict[str, int] = {}
+  for v in values:
+    if v is not None:
+      counts[v] = counts.get(v, 0) + 1
+  if len(counts) <= 1:
+    return next(iter(counts), None)
+  return ",".join(f"{k}:{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _fmt(mean, half, kind, bounds=None) -> str:
@@ -156,7 +181,9 @@ def table(records: Sequence[dict]) -> str:
       bounds = None
       if n == 1 and title in BOOTSTRAP:
         bounds = next((BOOTSTRAP[title](r) for r in rs if get(r) is not None), None)
-      row.append(_fmt(mean, half, kind, bounds))
+      cell = _fmt(mean, half, kind, bounds)
+      label = names(NAMED[title](r) for r in rs) if title in NAMED and mean is not None else None
+      row.append(cell if label is None else f"{cell} {label}")
       shown |= {"seeds"} if half is not None else {"bootstrap"} if bounds else set()
     rows.append(row)
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -14,7 +14,8 @@ gamma}| / |Z|, a number in [0, 1]; higher = more likely a member.
   them (with balanced keep masks, half IN and half OUT);
 - offline: only the references OUT for x are used, and Pr(x) = ((1 + a) mean_OUT + (1 - a)) / 2,
   the paper's linear approximation of the IN-and-OUT mean from the OUT one. The same formula
-  gives Pr(z), for which every reference is OUT.
+  gives Pr(z), for which every reference is OUT. `choose_offline_a` picks `a` as the paper
+  does, with a reference model standing in as the target.
 
 Everything is computed from log-probabilities (`log_true_label_prob`), so a memorised
 example whose probability rounds to 1.0 in float32 still has a distinct ratio.
@@ -22,16 +23,21 @@ example whose probability rounds to 1.0 in float32 still has a distinct ratio.
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import scipy.special
 
+from miajax import metrics
 from miajax.errors import UserError
 
-# ML Privacy Meter's default `offline_a` for RMIA's offline linear approximation; the paper
-# tunes `a` on a pair of reference models.
+# ML Privacy Meter's default `offline_a`, used only where no reference model can stand in as
+# the target to choose it (`choose_offline_a`).
 DEFAULT_OFFLINE_A = 0.3
 DEFAULT_GAMMA = 1.0
+# The values of `a` `choose_offline_a` tries, and how many stand-in targets it averages over.
+OFFLINE_A_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+MAX_STAND_INS = 4
 
 
 def log_true_label_prob(logits, labels) -> np.ndarray:
@@ -140,3 +146,64 @@ def scores(target_logp, ref_logp, ref_in, pop_target_logp, pop_ref_logp, *, onli
   # below by binary search, N log Z instead of an N x Z comparison matrix.
   below = np.searchsorted(log_lr_z, log_lr_x - log_gamma, side="left")
   return below / log_lr_z.size
+
+
+class OfflineAChoice(NamedTuple):
+  """What `choose_offline_a` found."""
+  a: float | None              # the chosen a; None when no reference model could stand in
+  stand_ins: tuple[int, ...]   # the reference models (indices into ref_logp) used as targets
+  grid: np.ndarray             # the values of a tried
+  auc: np.ndarray              # (len(grid),) the stand-ins' mean AUC at each; empty if none
+
+
+def choose_offline_a(ref_logp, ref_in, pop_ref_logp, *, gamma: float = DEFAULT_GAMMA,
+                     grid=OFFLINE_A_GRID, max_stand_ins: int = MAX_STAND_INS) -> OfflineAChoice:
+  """The offline `a` under which reference models, standing in as the target, are best attacked.
+
+  Zarifzadeh et al. choose `a` by treating a reference model as the target. Here each of the
+  first `max_stand_ins` usable reference models k in turn is attacked with offline RMIA, its
+  reference set the other reference models (never k itself), its truth its own keep mask,
+  for every a in `grid`; the a with the highest AUC, averaged over the stand-ins, wins (the
+  smallest such a on a tie). AUC rather than TPR at a low FPR: it uses every candidate, so
+  it is far less noisy on the few thousand candidates of an audit.
+
+  Only reference models are read, so the real target's outputs and membership cannot sway
+  the choice. A stand-in is scored on the candidates that have at least one OUT reference
+  among the others, and is usable when those include a member and a non-member of it (with
+  two reference models trained on complementary halves, neither is usable).
+
+  Args:
+    ref_logp: (R, N) log p_ref(y | x) of the candidates for R reference models.
+    ref_in: (R, N) bool, True where reference r trained on candidate n.
+    pop_ref_logp: (R, Z) the reference models' log-probabilities on the population samples.
+    gamma: RMIA's threshold on LR(x) / LR(z).
+    grid: the values of a to try, each in [0, 1].
+    max_stand_ins: at most this many stand-in targets.
+
+  Returns:
+    An OfflineAChoice; its `a` is None when no reference model is usable.
+  """
+  ref = np.asarray(ref_logp, np.float64)
+  sel = np.asarray(ref_in)
+  pop = np.asarray(pop_ref_logp, np.float64)
+  grid = np.asarray([check_offline_a(a) for a in grid])
+  if ref.ndim != 2 or sel.shape != ref.shape or pop.ndim != 2 or len(pop) != len(ref):
+    raise UserError(f"ref_logp, ref_in, pop_ref_logp: got shapes {ref.shape}, {sel.shape}, "
+                    f"{pop.shape}; allowed: (R, N), (R, N), (R, Z)")
+  stand_ins, aucs = [], []
+  for k in range(len(ref)):
+    if len(stand_ins) == max_stand_ins:
+      break
+    others = np.arange(len(ref)) != k
+    covered = (~sel[others]).any(axis=0)
+    truth = sel[k, covered]
+    if not truth.any() or truth.all():
+      continue
+    stand_ins.append(k)
+    aucs.append([metrics.roc_auc(scores(
+        ref[k, covered], ref[others][:, covered], sel[others][:, covered], pop[k], pop[others],
+        online=False, offline_a=a, gamma=gamma), truth) for a in grid])
+  if not stand_ins:
+    return OfflineAChoice(None, (), grid, np.empty(0))
+  mean_auc = np.mean(aucs, axis=0)
+  return OfflineAChoice(float(grid[int(np.argmax(mean_auc))]), tuple(stand_ins), grid, mean_auc)

@@ -34,7 +34,6 @@ from miajax import methods
 from miajax import models
 from miajax import pruning
 from miajax import results
-from miajax import rmia
 from miajax import selection
 from miajax import splits as splits_lib
 from miajax import steps
@@ -76,13 +75,23 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     # shadows in complementary pairs (see lira.keep_masks).
     lira_keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(config.seed),
                                            config.lira.num_shadows + 1, len(split.train)))
-    rmia.check_offline_a(config.lira.rmia_offline_a)  # before training, not after it
   steps_per_epoch = len(split.train) // (2 if lira_keep is not None else 1) // batch_size
   if steps_per_epoch == 0:
     raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
                     f"{len(split.train)} members; allowed: a smaller batch size")
+  for method in trials_lib.groups(trials):
+    if methods.total_steps(method, config, steps_per_epoch) == 0:
+      fields = ("pruning.pretrain_epochs + admm.epochs + pruning.retrain_epochs"
+                if method in ("pruning", "pruning_minmax") else "train.epochs")
+      raise UserError(f"{fields}: {method} would train 0 steps ({steps_per_epoch} steps per "
+                      "epoch); allowed: epochs giving at least one step")
   config_json = json.loads(config.to_json_best_effort())
   _check_same_run(workdir, config_json)
+  for t in trials:                  # checked before anything is written
+    saved = workdir / t.name / "splits.npz"
+    if saved.exists() and not splits_lib.Splits.load(saved).same_as(trial_splits[t.name]):
+      raise UserError(f"--workdir={workdir}: {saved} holds membership splits this version "
+                      "of miajax draws differently; allowed: a new --workdir")
 
   # ---------------------------------------------------------------- workdir
   # Files are written by the first host only; Orbax coordinates the checkpoints of all hosts.
@@ -222,6 +231,15 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
   state_sharding = NamedSharding(mesh, P("trial"))
   batch_sharding = NamedSharding(mesh, P("trial", "data"))
   eval_sharding = NamedSharding(mesh, P("data"))
+  max_batch = None
+  if recipe.sampling == "poisson":
+    # Poisson batches vary in size; the step is one program over a padded static size that
+    # holds every draw of the run, split evenly over the "data" devices and the hosts.
+    max_batch = pipeline.poisson_max_batch(
+        members, trials_lib.seeds(group), config.data.batch_size, total,
+        math.lcm(mesh.shape["data"], jax.process_count()))
+    recipes = [dataclasses.replace(r, report=r.report | {"dp_max_batch": max_batch})
+               for r in recipes]
 
   # ---------------------------------------------------------------- state
   init = functools.partial(steps.init, model=model, tx=tx, input_shape=data.input_shape,
@@ -252,8 +270,12 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
         state = enter(state, hp)[0]
       side_sets = _minmax_sets(config, group, own, members, lira_keep is not None,
                                recipe.attack_batches)
-      batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
-                                       start, end, config.data.workers, side_sets)
+      if recipe.sampling == "poisson":
+        batches = pipeline.poisson_batches(data, members, seeds, config.data.batch_size,
+                                           start, end, max_batch, config.data.workers)
+      else:
+        batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
+                                         start, end, config.data.workers, side_sets)
       try:
         state = _train_phase(config, logs, method, phase, names, state, hp, batches,
                              batch_sharding, ckpt, begin, start, end, total, strategy, stop,
@@ -292,8 +314,11 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
     out = outs[key]
     train_acc, test_acc = evaluate.accuracies(out)
     fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
+    # Algorithm 1's inputs, from split 0 only: every trial's selection accuracy (the
+    # baseline's bounds the choice), and in a swept stack the cross-validated attack gain.
+    fields["selection_accuracy"] = float(evaluate.selection_accuracy(out)[k])
     if swept:
-      fields["selection_gain"] = evaluate.selection_gain(
+      fields |= evaluate.selection_gain(
           out, k, data.num_classes, config.attack, t.seed, config.select.folds)
     fields |= pruning.compression(_trial_params(state, k))
     if _is_writer():
@@ -346,8 +371,9 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
   if _is_writer():
     np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train,
              labels=pool_labels, is_member=keep[0], keep=keep[:len(group)],
-             logits=pool_logits[0], population_index=pop_index,
-             population_logits=pop_logits[0],
+             logits=pool_logits[0], shadow_logits=pool_logits[1:],
+             population_index=pop_index, population_labels=pop_labels,
+             population_logits=pop_logits[0], shadow_population_logits=pop_logits[1:],
              **{f"score_{k}": v for k, v in scores.items()})
   wall = time.time() - t0
   records = []

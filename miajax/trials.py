@@ -49,6 +49,11 @@ class Trial:
 def make(config) -> list[Trial]:
   methods = (config.methods,) if isinstance(config.methods, str) else tuple(config.methods)
   seeds = (config.seeds,) if isinstance(config.seeds, int) else tuple(config.seeds)
+  for key, (_, used_by, _) in SWEEPS.items():
+    if _values(config.sweep[key], key) and not set(used_by) & set(methods):
+      raise UserError(f"sweep.{key}={config.sweep[key]!r} applies to none of methods="
+                      f"{methods}; allowed: a sweep of a method in the run "
+                      f"({', '.join(used_by)}), or sweep.{key}=()")
   if config.lira.num_shadows:
     if any(points(config, m) != [()] for m in methods):
       raise UserError("sweep: got a sweep with lira.num_shadows > 0; allowed: one or the other")

@@ -251,7 +251,8 @@ def test_evaluate_keys_and_values():
   # 500 non-members measure FPR 1% but not 0.1%: that one is null, with its reason.
   assert out['attack_tpr_at_fpr'] == {'0.001': None, '0.01': 1.0}
   assert out['notes'] == ['attack_tpr_at_fpr: TPR at FPR 0.001: null, 500 non-members were '
-                          'scored; an FPR below 0.001 needs at least 1000']
+                          'scored; an FPR below 0.001 needs at least '
+                          f'{metrics.min_nonmembers(0.001)}']
   assert out['gain'] == pytest.approx(2 * math.log(0.9))
   assert out['js_divergence'] == pytest.approx(math.log(0.9) + math.log(2.0))
   for v in (out['attack_accuracy'], out['attack_auc'], out['gain'], out['js_divergence']):
@@ -325,3 +326,95 @@ def test_early_stopping_with_patience_stops_the_run():
   with pytest.raises(UserError, match='held_is_member'):
     attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
                                y_out, p_held, y_held, np.ones(200, bool), epochs=5)
+
+
+def test_log_features_tell_apart_margins_where_float32_softmax_saturates():
+  """Two members predicted right by margins of 20 and 40 nats. In float32 softmax p_y is 1.0
+  for both and the other classes differ by e^-20 ~ 2e-9, nothing a network whose weights start
+  at N(0, 0.01^2) can resolve. Their log-probabilities stay 20 nats apart in every other class
+  and distinct in the label's; their log-losses are 20 apart in the label's."""
+  logits = np.zeros((2, C), np.float32)
+  logits[:, 3] = [20.0, 40.0]
+  probs = attack.features(logits, 'probs')
+  assert probs.dtype == np.float32 and probs[0, 3] == probs[1, 3] == 1.0
+  assert np.abs(probs[0] - probs[1]).max() < 1e-8
+  logp = attack.features(logits, 'log_probs')
+  assert logp.dtype == np.float32
+  others = np.arange(C) != 3
+  np.testing.assert_allclose(logp[1, others] - logp[0, others], -20.0, rtol=1e-6)
+  assert logp[0, 3] < logp[1, 3] < 0.0        # -9 e^-20 and -9 e^-40, both representable
+  np.testing.assert_allclose(logp[0, 3], -9 * math.exp(-20), rtol=1e-5)
+  loglosses = attack.features(logits, 'log_losses')
+  assert loglosses.dtype == np.float32
+  np.testing.assert_allclose(loglosses[:, 3], [math.log(9) - 20, math.log(9) - 40], rtol=1e-6)
+  np.testing.assert_allclose(loglosses[0, others], math.log(20), rtol=1e-6)
+  np.testing.assert_allclose(loglosses[1, others], math.log(40), rtol=1e-6)
+  np.testing.assert_array_equal(attack.features(logits), loglosses)      # the default
+  # Clipped below: a margin of 1,000 nats reads as LOG_FLOOR, not -1000.
+  logits[1, 3] = 1000.0
+  assert attack.features(logits, 'log_probs')[1].min() == attack.LOG_FLOOR
+  assert attack.features(logits, 'log_losses')[1, 3] == attack.LOG_FLOOR
+  with pytest.raises(UserError, match='attack.features'):
+    attack.features(logits, 'logits')
+
+
+def test_the_attack_finds_members_beyond_float32_saturation_only_on_log_features():
+  """Every example is right by more than 20 nats, members by 10 more than non-members: an
+  attack on float32 probabilities sees one point (AUC ~0.5), one on log features the gap."""
+  rng = np.random.default_rng(0)
+  n = 300
+  labels = rng.integers(0, C, 4 * n)
+  margin = 20.0 + 4 * rng.random(4 * n) + 10.0 * (np.arange(4 * n) % 2 == 0)
+  logits = rng.normal(size=(4 * n, C))
+  logits[np.arange(4 * n), labels] += margin
+  is_member = np.arange(4 * n) % 2 == 0
+  train, audit = np.arange(4 * n) < 2 * n, np.arange(4 * n) >= 2 * n
+  aucs = {}
+  for rep in attack.FEATURES:
+    x = attack.features(logits, rep)
+    params = attack.train(jax.random.PRNGKey(0), 'nasr', C, x[train & is_member],
+                          labels[train & is_member], x[train & ~is_member],
+                          labels[train & ~is_member], epochs=20)
+    p = attack.predict(params, 'nasr', C, x[audit], labels[audit])
+    aucs[rep] = metrics.roc_auc(p, is_member[audit])
+  assert aucs['log_probs'] > 0.9 and aucs['log_losses'] > 0.9
+  assert abs(aucs['probs'] - 0.5) < 0.1
+
+
+def _class_0_signal(seed, n, member):
+  """Probabilities whose class 0 sits higher for members: linear in the one-layer's input."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, C, n)
+  z = rng.normal(size=(n, C))
+  z[:, 0] += float(member)
+  return attack.features(z, 'probs'), labels
+
+
+def test_early_stopping_on_auc_keeps_an_attack_that_ranks_but_is_overconfident():
+  """A large step makes the attack confident at once: it ranks members well, but its held-out
+  gain falls below a coin's. Stopping on the gain keeps the untrained attack (epoch 0, a random
+  function of the outputs); stopping on the AUC keeps the trained one."""
+  p_in, y_in = _class_0_signal(0, 128, True)
+  p_out, y_out = _class_0_signal(1, 128, False)
+  held = [_class_0_signal(2, 200, True), _class_0_signal(3, 200, False)]
+  held_p, held_y = (np.concatenate(a) for a in zip(*held))
+  held_m = np.arange(400) < 200
+  audit = [_class_0_signal(4, 2000, True), _class_0_signal(5, 2000, False)]
+  audit_p, audit_y = (np.concatenate(a) for a in zip(*audit))
+  audit_m = np.arange(4000) < 2000
+  aucs = {}
+  for criterion in attack.EARLY_STOPPING:
+    params, epoch, values = attack.train_early_stopped(
+        jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out, y_out, held_p, held_y,
+        held_m, epochs=20, batch_size=32, learning_rate=1.0, criterion=criterion)
+    assert epoch == int(np.argmax(values))
+    p = attack.predict(params, 'one_layer', C, held_p, held_y)
+    measure = metrics.empirical_gain if criterion == 'gain' else metrics.roc_auc
+    assert values[epoch] == measure(p, held_m)
+    aucs[criterion] = (epoch, metrics.roc_auc(
+        attack.predict(params, 'one_layer', C, audit_p, audit_y), audit_m))
+  assert aucs['gain'][0] == 0 and aucs['auc'][0] > 0
+  assert aucs['auc'][1] > 0.65 and aucs['auc'][1] > aucs['gain'][1] + 0.15
+  with pytest.raises(UserError, match='criterion'):
+    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
+                               y_out, held_p, held_y, held_m, epochs=1, criterion='loss')

@@ -8,9 +8,12 @@ import pytest
 from miajax import evaluate
 from miajax import metrics
 from miajax import results
+from miajax.errors import UserError
 
 C = 4
-ATTACK = types.SimpleNamespace(kind="one_layer", epochs=30, batch_size=32, learning_rate=3e-2)
+# On probabilities: `_outputs`' class-0 signal is linear in them, so the one-layer attack learns.
+ATTACK = types.SimpleNamespace(kind="one_layer", epochs=30, batch_size=32, learning_rate=3e-2,
+                               features="probs")
 NAMES = {"loss", "confidence", "entropy", "logit", "loss_class", "entropy_class"}
 
 
@@ -138,3 +141,82 @@ def test_split_0_chance_class_counts_do_not_become_a_class_prior_of_the_attack()
   # The members' share of class 0 in split 0 is 0.5 / (0.5 + 0.1): a learnt prior puts the
   # class-0 scores about 0.3 above the rest.
   assert abs(p[class_0].mean() - p[~class_0].mean()) < 0.05
+
+
+CANDIDATES = {"nn"} | NAMES
+
+
+def test_headline_is_the_chosen_attacks_audit_numbers(audited):
+  out, fields, scores = audited
+  name = fields["headline_attack"]
+  assert set(fields["headline_selection"]) == CANDIDATES
+  # The headline is the candidate with the best split-0 AUC (ties to the first listed).
+  selection = fields["headline_selection"]
+  assert selection[name] == max(selection.values())
+  # A global threshold needs no fit: its split-0 AUC is over all of split 0.
+  fit, test = out.split == 0, out.split == 1
+  assert selection["loss"] == metrics.roc_auc(scores["score_loss"][fit], out.is_member[fit])
+  own = ({"auc": fields["attack_auc"], "accuracy": fields["attack_accuracy"]} if name == "nn"
+         else fields["threshold_attacks"][name])
+  assert fields["headline_auc"] == own["auc"]
+  assert fields["headline_auc"] == metrics.roc_auc(scores[f"score_{name}"][test],
+                                                   out.is_member[test])
+  assert fields["headline_accuracy"] == own["accuracy"]
+  tpr, _ = metrics.tpr_report(scores[f"score_{name}"][test], out.is_member[test])
+  assert fields["headline_tpr_at_fpr"] == tpr
+  intervals = fields["intervals"]
+  for key in ("headline_accuracy", "headline_auc"):
+    lo, hi = intervals[key]
+    assert lo <= fields[key] <= hi, key
+  assert intervals["headline_auc"] == (
+      intervals["attack_auc"] if name == "nn" else intervals["threshold_attacks"][name]["auc"])
+  record = results.record(name="t", **fields)
+  for key in ("headline_attack", "headline_auc", "headline_accuracy", "headline_tpr_at_fpr",
+              "headline_selection"):
+    assert record[key] == fields[key]
+
+
+def test_headline_is_chosen_without_the_audit_split(audited):
+  out, fields, _ = audited
+  fields2, _ = evaluate.audit(_perturb_split_1(out), 0, C, ATTACK, seed=0)
+  assert fields2["headline_attack"] == fields["headline_attack"]
+  assert fields2["headline_selection"] == fields["headline_selection"]
+  assert fields2["headline_auc"] != fields["headline_auc"]     # split 1 did change
+
+
+def test_headline_takes_a_threshold_attack_when_the_nn_attack_is_weak():
+  # Members' label logits sit higher (the loss tells them apart) but the NN attack is left
+  # untrained (0 epochs: a random function of the probabilities). The headline must not
+  # report it.
+  out = _outputs()
+  untrained = types.SimpleNamespace(**{**vars(ATTACK), "epochs": 0})
+  fields, _ = evaluate.audit(out, 0, C, untrained, seed=0)
+  assert fields["attack_epochs"] == 0
+  assert fields["headline_attack"] != "nn"
+  assert fields["headline_auc"] > 0.6
+  assert fields["headline_auc"] > fields["attack_auc"] + 0.1
+
+
+def test_audit_rejects_unknown_attack_features():
+  bad = types.SimpleNamespace(**{**vars(ATTACK), "features": "logits"})
+  with pytest.raises(UserError, match="attack.features"):
+    evaluate.audit(_outputs(n=20), 0, C, bad, seed=0)
+
+
+def test_the_nn_candidates_split_0_auc_is_not_read_where_its_epoch_was_chosen():
+  # 100 "epochs" of pure noise on 200 held-out examples: the best of them reads ~2.5 standard
+  # errors (0.04 each) above 0.5 on the examples it was chosen on; chosen on one half and read
+  # on the other it is centred on 0.5 (averaged over 10 halvings: standard error ~0.015).
+  rng = np.random.default_rng(0)
+  is_member = np.arange(200) < 100
+  noise = rng.random((100, 200))
+  best = max(metrics.roc_auc(p, is_member) for p in noise)
+  assert best > 0.58
+  crossed = [evaluate._cross_fitted_auc(noise, is_member, np.random.default_rng(k))
+             for k in range(10)]
+  assert abs(np.mean(crossed) - 0.5) < 0.045
+  # A real signal in one epoch is still found and read.
+  signal = noise.copy()
+  signal[40] += 0.5 * is_member
+  value = evaluate._cross_fitted_auc(signal, is_member, np.random.default_rng(1))
+  assert abs(value - metrics.roc_auc(signal[40], is_member)) < 0.05

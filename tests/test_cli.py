@@ -25,6 +25,13 @@ from conftest import ROOT, run_main
      "file such as configs/default.py or configs/default.py:smoke"),
     (["--config=configs/default.py:smok"],
      "error: config argument 'smok' is not known; allowed: smoke"),
+    (["--config.train.epochs=0"],
+     "error: train.epochs=0.0 is not allowed; allowed: a number > 0 (0 trains nothing)"),
+    (["--config.sweep.keep=(0.5,0.1)"],
+     "error: sweep.keep=(0.5, 0.1) applies to none of methods=('baseline',); allowed: a sweep "
+     "of a method in the run (pruning, pruning_minmax), or sweep.keep=()"),
+    (["--config.lira.num_shadows=3"],
+     "error: lira.num_shadows=3 is not allowed; allowed: 0 (off) or an even integer >= 2"),
     (["--workdir=/proc/miajax"],
      "error: --workdir=/proc/miajax cannot be created (No such file or directory); allowed: "
      "a new or existing directory you can write"),
@@ -94,3 +101,20 @@ def test_only_our_own_info_lines_reach_stderr_even_from_a_folder_named_miajax(
     source = re.match(r"I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", line).group(1)
     assert source in {p.name for p in (ROOT / "miajax").rglob("*.py")}, line
   assert not [l for l in err.splitlines() if "Unable to initialize backend" in l]
+
+
+def test_a_workdir_whose_saved_splits_differ_is_refused_and_left_as_it_was(tmp_path):
+  # Splits written by a version of miajax that drew them differently: resuming would audit
+  # against members that the checkpoint's training may not have seen.
+  from miajax import splits as splits_lib
+  trial = tmp_path / "run" / "baseline-seed0"
+  trial.mkdir(parents=True)
+  splits_lib.make(99, num_train=1000, num_test=500).save(trial / "splits.npz")
+  before = (trial / "splits.npz").read_bytes()
+  proc = run_main(f"--workdir={tmp_path / 'run'}", "--config.methods=('baseline',)")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      f"error: --workdir={tmp_path / 'run'}: {trial / 'splits.npz'} holds membership splits "
+      "this version of miajax draws differently; allowed: a new --workdir"]
+  assert (trial / "splits.npz").read_bytes() == before
+  assert sorted(p.name for p in trial.iterdir()) == ["splits.npz"]

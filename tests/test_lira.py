@@ -5,10 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.special
 from scipy.stats import norm
 
 from miajax import config as config_lib
 from miajax import lira
+from miajax import metrics
 from miajax import splits as splits_lib
 from miajax import train
 from miajax.errors import UserError
@@ -303,32 +305,100 @@ def test_scores_rejects_mismatched_shapes(target, conf, mask):
 # --- end to end: a LiRA stack's record and lira_scores.npz ----------------------------------
 
 
+def _label_logit_margin(logits, labels):
+  """phi = z_y - logsumexp_{j != y} z_j = log(p_y / (1 - p_y)), and log p_y, in float64."""
+  z = np.asarray(logits, np.float64)
+  is_label = np.arange(z.shape[-1]) == labels[..., None]
+  z_y = np.where(is_label, z, 0.0).sum(-1)
+  others = scipy.special.logsumexp(np.where(is_label, -np.inf, z), axis=-1)
+  return z_y - others, z_y - scipy.special.logsumexp(z, axis=-1)
+
+
+def _independent_lira(target, shadows, shadow_in):
+  """LiRA from its formulas: per example, Gaussians fit to the shadows' confidences IN and
+  OUT (per-example unbiased variance, or one variance per side pooled over examples)."""
+  def fit(sel):
+    n = sel.sum(0)
+    mu = np.where(sel, shadows, 0.0).sum(0) / n
+    sq = np.where(sel, (shadows - mu) ** 2, 0.0).sum(0)
+    return mu, sq / (n - 1), sq.sum() / (n - 1).sum()
+
+  (mu_in, var_in, pooled_in), (mu_out, var_out, pooled_out) = fit(shadow_in), fit(~shadow_in)
+  out = {}
+  for suffix, v_in, v_out in (("", var_in, var_out), ("_fixed_variance", pooled_in, pooled_out)):
+    out["online" + suffix] = (norm.logpdf(target, mu_in, np.sqrt(v_in))
+                              - norm.logpdf(target, mu_out, np.sqrt(v_out)))
+    out["offline" + suffix] = norm.logcdf(target, mu_out, np.sqrt(v_out))
+  return out
+
+
+def _independent_rmia(target, refs, ref_in, pop_target, pop_refs, a):
+  """RMIA from its definition, in probabilities: LR = p_target / Pr, scored by the fraction of
+  population samples z with LR(x) / LR(z) > 1; Pr the references' mean (online) or ((1 + a)
+  mean_OUT + 1 - a) / 2 (offline)."""
+  p, p_ref, pz, pz_ref = np.exp(target), np.exp(refs), np.exp(pop_target), np.exp(pop_refs)
+  mean_out = np.where(ref_in, 0.0, p_ref).sum(0) / (~ref_in).sum(0)
+  priors = {"rmia_online": (p_ref.mean(0), pz_ref.mean(0)),
+            "rmia_offline": (((1 + a) * mean_out + 1 - a) / 2,
+                             ((1 + a) * pz_ref.mean(0) + 1 - a) / 2)}
+  return {name: ((p / px)[:, None] > (pz / pz_prior)[None, :]).mean(1)
+          for name, (px, pz_prior) in priors.items()}
+
+
 @pytest.mark.slow
 def test_lira_run_records_lira_and_rmia_and_saves_their_scores(tmp_path, data_dir):
-  """Digits, a target and 2 shadows, 2 epochs: the pipeline, not the attacks' power."""
+  """Digits, a target and 4 shadows, 2 epochs: the pipeline, not the attacks' power. The
+  recorded scores are recomputed here from lira_scores.npz and lira_keep.npz alone, from the
+  attacks' formulas, with the target (model 0) scored against the shadows 1..4 only: a target
+  among its own reference models would put its own confidence into every member's IN fit."""
   c = config_lib.base()
   c.data.dir = str(data_dir)
-  c.lira.num_shadows = 2
+  c.lira.num_shadows = 4
   c.lira.rmia_offline_a = 0.6
   c.train.epochs = 2.0
   records = train.train_and_evaluate(c, tmp_path)
-  assert [r["name"] for r in records] == ["baseline-lira00", "baseline-lira01",
-                                          "baseline-lira02"]
+  assert [r["name"] for r in records] == [f"baseline-lira0{m}" for m in range(5)]
   fields = records[0]["lira"]
-  assert records[1]["lira"] is None and records[2]["lira"] is None
+  assert all(r["lira"] is None for r in records[1:])
   for name in ("online", "offline", "rmia_online", "rmia_offline"):
     assert 0.0 <= fields[name]["auc"] <= 1.0
   assert fields["rmia_offline_a"] == 0.6 and fields["rmia_gamma"] == 1.0
+  assert fields["rmia_offline_a_chosen_by"] == "config override"
   s = splits_lib.Splits.load(tmp_path / "baseline-lira00" / "splits.npz")
   assert fields["rmia_num_population"] == len(s.reference)
-  with np.load(tmp_path / "baseline-lira00" / "lira_scores.npz") as f:
-    np.testing.assert_array_equal(f["population_index"], s.reference)
+  with np.load(tmp_path / "lira_keep.npz") as f:
     keep = f["keep"]
-    np.testing.assert_array_equal(keep.sum(axis=1), len(s.train) // 2)
-    np.testing.assert_array_equal(f["is_member"], keep[0])
-    for key in ("score_lira_online", "score_rmia_online", "score_rmia_offline"):
-      assert f[key].shape == (len(s.train),)
-    assert np.all((f["score_rmia_online"] >= 0) & (f["score_rmia_online"] <= 1))
+    np.testing.assert_array_equal(f["pool"], s.train)
+  with np.load(tmp_path / "baseline-lira00" / "lira_scores.npz") as f:
+    saved = dict(f)
+  np.testing.assert_array_equal(saved["population_index"], s.reference)
+  np.testing.assert_array_equal(saved["keep"], keep)
+  np.testing.assert_array_equal(keep.sum(axis=1), len(s.train) // 2)
+  np.testing.assert_array_equal(saved["is_member"], keep[0])
+  n, z = len(s.train), len(s.reference)
+  assert saved["shadow_logits"].shape == (4, n, 10)
+  assert saved["shadow_population_logits"].shape == (4, z, 10)
+  for key in ("score_lira_online", "score_rmia_online", "score_rmia_offline"):
+    assert saved[key].shape == (n,)
+  assert np.all((saved["score_rmia_online"] >= 0) & (saved["score_rmia_online"] <= 1))
+
+  logits = np.concatenate([saved["logits"][None], saved["shadow_logits"]])
+  pop_logits = np.concatenate([saved["population_logits"][None],
+                               saved["shadow_population_logits"]])
+  conf, logp = _label_logit_margin(logits, saved["labels"])
+  _, pop_logp = _label_logit_margin(pop_logits, saved["population_labels"])
+  want = _independent_lira(conf[0], conf[1:], keep[1:])
+  want |= _independent_rmia(logp[0], logp[1:], keep[1:], pop_logp[0], pop_logp[1:], a=0.6)
+  is_member = keep[0]
+  for name, w in want.items():
+    got = saved[f"score_lira_{name}" if name in _LIRA_VARIANTS else f"score_{name}"]
+    # The audit's confidences are float32, these float64: where two shadows' confidences
+    # nearly coincide the variance is tiny and the score huge, and moves by up to 0.5% (measured).
+    np.testing.assert_allclose(got, w, rtol=1e-2, atol=1e-3, err_msg=name)
+    assert fields[name]["auc"] == pytest.approx(metrics.roc_auc(w, is_member), abs=1e-3), name
+
+
+_LIRA_VARIANTS = ("online", "offline", "online_fixed_variance", "offline_fixed_variance")
 
 
 def test_bad_rmia_offline_a_is_refused_before_anything_is_written(tmp_path, data_dir):

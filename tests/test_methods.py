@@ -277,10 +277,12 @@ def _dp_update(state, batch, hp, step):
 
 
 def test_dp_step_adds_fresh_gaussian_noise_of_sigma_clip_over_batch_every_step():
-  # SGD at rate 1: update = -(sum of clipped gradients + N(0, sigma^2 C^2)) / B. Running the
-  # same step with the noise multiplier at 0 isolates the noise.
+  # SGD at rate 1: update = -(sum of clipped gradients + N(0, sigma^2 C^2)) / B, B the
+  # expected batch size data.batch_size. Running the same step with the noise multiplier at 0
+  # isolates the noise.
   sigma, clip, b = 1.7, 0.5, 32
-  _, _, _, recipe, state, hp = _setup("dp", tx=optax.sgd(1.0), **{"dp.clip_norm": clip})
+  _, _, _, recipe, state, hp = _setup("dp", tx=optax.sgd(1.0),
+                                      **{"dp.clip_norm": clip, "data.batch_size": b})
   step = steps.lift(recipe.phases[0].step, "vmap", donate=False)
   noisy = {"noise_multiplier": jnp.full((1,), sigma, jnp.float32)}
   quiet = {"noise_multiplier": jnp.zeros((1,), jnp.float32)}

@@ -37,38 +37,53 @@ def test_tpr_at_fpr_matches_sklearn_strictly_below_the_rate(seed):
   # drop_intermediate=False: the dropped collinear points can be the answer.
   fpr, tpr, _ = skm.roc_curve(is_member, scores, drop_intermediate=False)
   for target in (0.05, 0.1, 0.3, 1.0):
-    if (~is_member).sum() >= 1 / target:
+    if (~is_member).sum() > 1 / target:
       assert metrics.tpr_at_fpr(scores, is_member, target) == pytest.approx(
           tpr[fpr < target].max(), abs=1e-12)
 
 
 def test_tpr_at_fpr_never_counts_the_point_at_the_rate():
-  # One non-member in ten above every member: FPR 0.1 exactly, TPR 1 there.
-  scores = np.concatenate([np.full(10, 1.0), [2.0], np.zeros(9)])
-  is_member = np.array([True] * 10 + [False] * 10)
+  # Two non-members in twenty above every member: FPR 0.1 exactly, TPR 1 there.
+  scores = np.concatenate([np.full(10, 1.0), [2.0, 2.0], np.zeros(18)])
+  is_member = np.array([True] * 10 + [False] * 20)
   assert metrics.tpr_at_fpr(scores, is_member, 0.1) == 0.0
   assert metrics.tpr_at_fpr(scores, is_member, 0.11) == 1.0
 
 
-def test_tpr_at_fpr_is_null_with_fewer_non_members_than_one_over_the_rate():
+@pytest.mark.parametrize('nonmembers,measured', [(999, False), (1000, False), (1001, True)])
+def test_tpr_at_fpr_needs_more_than_one_over_the_rate_non_members(nonmembers, measured):
+  """An FPR strictly below 0.001 allows a false positive only with more than 1,000
+  non-members: at exactly 1,000 one false positive is already 0.001, and the figure would be
+  "TPR at no false positive"; it is null, with a note, until floor(1/rate) + 1 = 1,001."""
   rng = np.random.default_rng(0)
-  scores, is_member = rng.normal(size=1998), np.arange(1998) % 2 == 0   # 999 non-members
-  assert metrics.tpr_at_fpr(scores, is_member, 0.001) is None
+  n = 2 * nonmembers
+  scores, is_member = rng.normal(size=n), np.arange(n) % 2 == 0
+  assert (~is_member).sum() == nonmembers
+  assert (metrics.tpr_at_fpr(scores, is_member, 0.001) is not None) == measured
   assert metrics.tpr_at_fpr(scores, is_member, 0.01) is not None
   values, notes = metrics.tpr_report(scores, is_member)
-  assert values['0.001'] is None and values['0.01'] is not None
-  assert notes == ['TPR at FPR 0.001: null, 999 non-members were scored; an FPR below '
-                   '0.001 needs at least 1000']
-  scores, is_member = rng.normal(size=2000), np.arange(2000) % 2 == 0    # 1000: measured
-  assert metrics.tpr_report(scores, is_member)[1] == []
+  assert (values['0.001'] is not None) == measured and values['0.01'] is not None
+  if measured:
+    assert notes == []
+  else:
+    assert notes == [f'TPR at FPR 0.001: null, {nonmembers} non-members were scored; an FPR '
+                     'below 0.001 needs at least 1001']
+
+
+@pytest.mark.parametrize('fpr,least', [(0.01, 101), (0.05, 21), (0.1, 11), (0.3, 4),
+                                       (0.25, 5), (1.0, 2), (0.003, 334)])
+def test_min_nonmembers_is_the_fewest_that_allow_one_false_positive_below_the_rate(fpr, least):
+  assert metrics.min_nonmembers(fpr) == least
+  assert 1 / least < fpr <= 1 / (least - 1)
 
 
 def test_tpr_at_fpr_never_splits_a_tie():
-  scores = np.array([1.0, 1.0, 0.0, 0.0])
-  is_member = np.array([True, False, True, False])
+  # A member tied with two of three non-members: the tie enters whole, at FPR 2/3.
+  scores = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+  is_member = np.array([True, False, False, True, False])
   assert metrics.tpr_at_fpr(scores, is_member, 0.5) == 0.0
-  assert metrics.tpr_at_fpr(scores, is_member, 0.51) == 0.5
-  assert metrics.roc_auc(scores, is_member) == 0.5
+  assert metrics.tpr_at_fpr(scores, is_member, 0.67) == 0.5
+  assert metrics.roc_auc(scores, is_member) == pytest.approx(2.5 / 6)
 
 
 def test_balanced_accuracy():
@@ -326,7 +341,7 @@ def test_bootstrap_replicate_statistics_match_the_plain_metrics():
                                          (~is_member).sum(), (0.05, 0.1, 0.3))
   assert auc[0] == pytest.approx(metrics.roc_auc(scores, is_member), abs=1e-12)
   for f in (0.05, 0.1, 0.3):
-    if (~is_member).sum() >= 1 / f:
+    if (~is_member).sum() > 1 / f:
       assert tpr[f][0] == pytest.approx(metrics.tpr_at_fpr(scores, is_member, f), abs=1e-12)
 
 

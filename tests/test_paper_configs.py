@@ -58,6 +58,16 @@ def test_paper_settings_are_those_of_appendices_c_to_e():
   assert load("cifar10_cnn").attack.kind == "one_layer"
 
 
+# Table 1's rows: baseline, MIA-Pruning and Min-Max on each.
+TABLE1 = ["mnist_lenet5", "cifar10_vgg16", "cifar10_mobilenetv2", "cifar100_vgg16",
+          "cifar100_mobilenetv2", "cifar100_resnet18"]
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_each_table1_config_trains_baseline_pruning_and_minmax(name):
+  assert {"baseline", "pruning", "minmax"} <= set(load(name).methods)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_each_config_builds_its_network_with_the_exact_parameter_count(name):
   config = load(name)

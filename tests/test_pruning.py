@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from miajax import config as config_lib
+from miajax import methods
+from miajax import models
 from miajax import pruning
 from miajax.errors import UserError
 
@@ -30,6 +33,26 @@ def deep_params(num_layers):
     params[f"conv{i}"] = {"kernel": np.ones((3, 3, 8, 8), np.float32)}
     params[f"bn{i}"] = {"scale": np.ones(8, np.float32), "bias": np.zeros(8, np.float32)}
   return params
+
+
+# Table 4: total prunable weights / kept weights. CIFAR-10 and CIFAR-100 share one row per
+# model; the "_imagenet" models are its ImageNet rows (also stated in Sec. 5.3's text).
+TABLE4 = [("vgg16", 10, 13.84), ("vgg16", 100, 13.84), ("resnet18", 10, 10.54),
+          ("resnet18", 100, 10.54), ("mobilenetv2", 10, 10.06), ("mobilenetv2", 100, 10.06),
+          ("resnet18_imagenet", 1000, 3.37), ("mobilenetv2_imagenet", 1000, 3.27)]
+
+
+def model_params(name, classes):
+  """The params' shapes of models.create(name, classes), from jax.eval_shape (no compile)."""
+  side, channels = {"lenet5": (28, 1)}.get(name, (224 if "imagenet" in name else 32, 3))
+  model = models.create(name, classes)
+  return jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, side, side, channels)), train=False))["params"]
+
+
+def kept(params, fractions):
+  counts = pruning.keep_counts(params, fractions)
+  return sum(counts.values()), counts
 
 
 def reference_mask(w, k):
@@ -157,9 +180,15 @@ def test_paper_rule_on_short_models():
   assert list(pruning.keep_fractions(deep_params(2), "paper").values()) == [0.65, 0.5]
 
 
-def test_float_spec_sets_every_layer():
-  assert pruning.keep_fractions(lenet5_params(), 0.25) == dict.fromkeys(LENET5_LAYERS, 0.25)
+def test_uniform_spec_sets_every_layer_and_a_number_is_the_overall_fraction():
+  assert pruning.keep_fractions(lenet5_params(), "uniform:0.25") == dict.fromkeys(
+      LENET5_LAYERS, 0.25)
   assert pruning.keep_fractions(lenet5_params(), 1) == dict.fromkeys(LENET5_LAYERS, 1.0)
+  assert config_lib.parse_keep("uniform:0.1") == "uniform:0.1"
+  assert config_lib.parse_keep(" uniform: 0.10 ") == "uniform:0.1"
+  for bad in ("uniform:1.5", "uniform:", "uniform:x"):
+    with pytest.raises(UserError, match="pruning.keep"):
+      config_lib.parse_keep(bad)
 
 
 def test_sequence_spec_is_one_fraction_per_layer_in_forward_order():
@@ -195,6 +224,9 @@ def test_dict_spec_matches_names_prefixes_and_suffixes_and_leaves_others_dense()
     ({"fc1": 0}, "pruning.keep['fc1']=0 is outside (0, 1]"),
     ({3: 0.5}, "pruning.keep key 3 is not a string"),
     (np.array([0.5, 0.5, 0.5, 0.5, 1.5]), "pruning.keep[4]=1.5 is outside (0, 1]"),
+    ("uniform:1.5", "pruning.keep='uniform:1.5' is outside (0, 1]"),
+    ("uniform:x", "pruning.keep='uniform:x' is not a number"),
+    (0.001, "pruning.keep=0.001 is below 0.0015"),
 ])
 def test_bad_keep_specs_raise_one_line_user_errors(spec, message):
   with pytest.raises(UserError) as info:
@@ -228,7 +260,7 @@ def test_layers_follow_insertion_order_not_alphabetical_order():
             "a_fc": {"kernel": np.zeros((8, 4))}}
   assert pruning.layers(params) == ["z_conv/kernel", "a_fc/kernel"]
   shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
-  assert pruning.keep_counts(shapes, pruning.keep_fractions(shapes, 0.5)) == {
+  assert pruning.keep_counts(shapes, pruning.keep_fractions(shapes, "uniform:0.5")) == {
       "z_conv/kernel": 9, "a_fc/kernel": 16}
 
 
@@ -292,3 +324,78 @@ def test_compression_counts_nonzero_kernel_weights_and_excludes_biases_and_norms
                          "fc/kernel": {"total": 3, "nonzero": 1}}}
   empty = {"fc": {"kernel": np.zeros((2, 2))}}
   assert pruning.compression(empty)["compression_ratio"] is None
+
+
+@pytest.mark.parametrize("name, classes, ratio", TABLE4, ids=[f"{n}-{c}" for n, c, _ in TABLE4])
+def test_paper_rule_prunes_each_paper_model_to_its_table4_reduction_ratio(name, classes, ratio):
+  params = model_params(name, classes)
+  total = sum(math.prod(p.shape) for p in pruning._prunable_leaves(params).values())
+  n, _ = kept(params, pruning.keep_fractions(params, "paper", model=name))
+  assert total / n == pytest.approx(ratio, rel=0.02)
+
+
+@pytest.mark.parametrize("name, classes, ratio", TABLE4, ids=[f"{n}-{c}" for n, c, _ in TABLE4])
+def test_paper_profiles_follow_app_e_first_layer_30_40pct_then_50_95pct_rising(
+    name, classes, ratio):
+  fractions = list(pruning.keep_fractions(model_params(name, classes), "paper",
+                                          model=name).values())
+  assert 0.6 <= fractions[0] <= 0.7
+  pruned = [1 - f for f in fractions[1:]]
+  assert all(0.5 - 1e-9 <= p <= 0.95 + 1e-9 for p in pruned)
+  assert all(b >= a for a, b in zip(pruned, pruned[1:]))
+
+
+def test_lenet5_keeps_app_e_explicit_rates_over_table4s_ratio():
+  params = model_params("lenet5", 10)
+  fractions = pruning.keep_fractions(params, "paper", model="lenet5")
+  assert list(fractions.values()) == list(pruning.LENET5_PAPER_KEEP)
+  assert kept(params, fractions)[0] == 4012   # of 61,470: 15.32x, Table 4 says 15.78x
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg16", "resnet18_imagenet"])
+@pytest.mark.parametrize("keep", [0.5, 0.3, 0.2, 0.1, 0.05])
+def test_a_number_is_the_overall_kept_fraction_with_the_first_layer_keeping_at_least_60pct(
+    name, keep):
+  params = model_params(name, 1000 if "imagenet" in name else 10)
+  fractions = pruning.keep_fractions(params, keep, model=name)
+  n, counts = kept(params, fractions)
+  total = sum(math.prod(p.shape) for p in pruning._prunable_leaves(params).values())
+  assert n / total == pytest.approx(keep, rel=0.01)
+  first = list(fractions.values())[0]
+  assert 0.6 <= first <= 0.7
+  later = list(fractions.values())[1:]
+  assert all(b <= a + 1e-12 for a, b in zip(later, later[1:]))   # pruned harder with depth
+
+
+def test_keep_005_on_lenet5_keeps_60pct_of_conv1_and_5pct_overall_and_records_each_layer():
+  shapes = model_params("lenet5", 10)
+  counts = pruning.keep_counts(shapes, pruning.keep_fractions(shapes, 0.05, model="lenet5"))
+  assert counts["conv1/kernel"] >= 0.6 * 150       # uniform 0.05 left 8 of conv1's 150
+  assert sum(counts.values()) == pytest.approx(0.05 * 61470, rel=0.01)
+  params = jax.tree.map(lambda s: np.random.default_rng(0).normal(size=s.shape).astype(
+      np.float32), shapes)
+  report = pruning.compression(jax.jit(pruning.project_tree)(params, pruning.count_tree(
+      params, counts)))
+  assert {n: v["nonzero"] for n, v in report["layer_sparsity"].items()} == counts
+
+
+def test_keep_at_the_table4_fraction_gives_the_paper_profile():
+  params = model_params("vgg16", 10)
+  paper = pruning.keep_fractions(params, "paper", model="vgg16")
+  n, _ = kept(params, paper)
+  total = sum(math.prod(p.shape) for p in pruning._prunable_leaves(params).values())
+  scaled = pruning.keep_fractions(params, n / total, model="vgg16")
+  np.testing.assert_allclose(list(scaled.values()), list(paper.values()), rtol=1e-3)
+
+
+def test_the_pruning_recipe_prunes_to_the_configured_models_table4_ratio():
+  config = config_lib.base()
+  config.model.name = "resnet18"
+  config.pruning.keep = "paper"
+  model = models.create("resnet18", 100)
+  recipe = methods.recipe("pruning", config, model, None, steps_per_epoch=10, num_classes=100,
+                          num_members=640)
+  params = model_params("resnet18", 100)
+  counts = [int(c) for c in jax.tree.leaves(recipe.hp(params)["counts"])]
+  total = sum(math.prod(p.shape) for p in pruning._prunable_leaves(params).values())
+  assert total / sum(counts) == pytest.approx(10.54, rel=0.02)

@@ -87,3 +87,37 @@ def test_new_attack_fields_are_in_the_schema():
                      attack_threshold=0.47, intervals={"attack_auc": [0.5, 0.6]})
   assert r["attack_accuracy_at_half"] == 0.53 and r["attack_epochs"] == 12
   assert r["attack_threshold"] == 0.47 and r["intervals"] == {"attack_auc": [0.5, 0.6]}
+
+
+def _headline_record(name, seed, attack, auc, nn_auc=0.55, loss_auc=0.58, intervals=None):
+  return results.record(
+      name=name, method=name.split("-")[0], seed=seed, test_accuracy=0.9, attack_auc=nn_auc,
+      threshold_attacks={"loss": {"accuracy": 0.6, "auc": loss_auc}}, headline_attack=attack,
+      headline_auc=auc, intervals=intervals)
+
+
+def test_table_shows_the_headline_attack_and_its_auc_beside_the_nn_and_loss_aucs():
+  recs = [_headline_record("baseline-seed0", 0, "loss_class", 0.64),
+          _headline_record("baseline-seed1", 1, "loss_class", 0.66),
+          _headline_record("baseline-seed2", 2, "nn", 0.65),
+          _headline_record("pruning-seed0", 0, "loss", 0.59,
+                           intervals={"headline_auc": [0.57, 0.61]})]
+  lines = results.table(recs).splitlines()
+  header = lines[0]
+  assert header.index("attack AUC") < header.index("loss AUC") < header.index("best attack AUC")
+  rows = {line.split()[0]: line for line in lines[2:4]}
+  # Seeds may choose different attacks: each name with its count, most chosen first.
+  assert "0.650±" in rows["baseline"] and "loss_class:2,nn:1" in rows["baseline"]
+  # One seed: its AUC with the trial's bootstrap interval, and the attack's name.
+  assert "0.590 [0.570,0.610] loss " in rows["pruning"]
+  # Records without a headline (older runs, LiRA) show a dash.
+  old = [_attack_record("dp-seed0", "dp", 0, 0.5, 0.502, 0.51)]
+  row = results.table(old).splitlines()[2].split()
+  assert row[5:8] == ["0.502", "0.510", "-"]     # attack AUC, loss AUC, best attack AUC
+
+
+def test_headline_fields_are_in_the_schema():
+  r = results.record(name="t", headline_attack="loss", headline_auc=0.6,
+                     headline_accuracy=0.57, headline_tpr_at_fpr={"0.001": None, "0.01": 0.02},
+                     headline_selection={"nn": 0.55, "loss": 0.6})
+  assert r["headline_attack"] == "loss" and r["headline_selection"]["loss"] == 0.6

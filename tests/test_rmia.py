@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from miajax import config as config_lib
 from miajax import evaluate
 from miajax import lira
 from miajax import metrics
@@ -166,6 +167,115 @@ def test_scores_reject_bad_inputs(field, bad):
     rmia.scores(**args, online=True)
 
 
+# --- choosing the offline a ----------------------------------------------------------------
+
+
+def _scaled_world(a_true, refs=4, seed=0, n=4000, z=2000):
+  """log p(y|x) where a model that trained on x has p_IN = a_true p_OUT + 1 - a_true, p_OUT =
+  sigmoid(d_x + noise): the mean over IN and OUT models is then ((1 + a_true) p_OUT + 1 -
+  a_true) / 2, offline RMIA's approximation of Pr(x) at a = a_true, exactly."""
+  rng = np.random.default_rng(seed)
+  keep = np.asarray(lira.keep_masks(jax.random.key(seed), refs + 1, n))
+  d, d_pop = rng.normal(0, 2, n), rng.normal(0, 2, z)
+  p_out = np.exp(_log_sigmoid(d + rng.normal(0, 0.3, (refs + 1, n))))
+  logp = np.log(np.where(keep, a_true * p_out + 1 - a_true, p_out))
+  pop_logp = _log_sigmoid(d_pop + rng.normal(0, 0.3, (refs + 1, z)))
+  return logp, keep, pop_logp
+
+
+@pytest.mark.parametrize("a_true", [0.0, 0.5, 0.8, 0.95])
+def test_chosen_offline_a_is_the_one_that_attacks_the_real_target_best(a_true):
+  """Reference models standing in as the target pick, within a grid step, the a under which
+  the real target (never read) has the highest offline AUC, and that a is near the world's
+  own: the AUC-best a is a_true at 0, 0.8 and 0.95, and 0.35 at a_true = 0.5."""
+  logp, keep, pop_logp = _scaled_world(a_true)
+  choice = rmia.choose_offline_a(logp[1:], keep[1:], pop_logp[1:])
+  target_auc = [metrics.roc_auc(_score(logp, keep, pop_logp, False, offline_a=a), keep[0])
+                for a in choice.grid]
+  best_for_target = choice.grid[int(np.argmax(target_auc))]
+  assert abs(choice.a - best_for_target) <= 0.05 + 1e-9, (choice.a, best_for_target)
+  assert abs(choice.a - a_true) <= 0.15 + 1e-9, choice.a
+  assert choice.stand_ins == (0, 1, 2, 3) and choice.a in choice.grid
+
+
+def test_a_stand_in_is_attacked_with_the_other_reference_models_only():
+  """The stand-in's AUC at each a is the paper's offline RMIA (brute force, in probabilities)
+  with the stand-in as target and the remaining reference models as its references, over the
+  candidates some remaining reference is OUT for: its own scores never enter Pr(x) or Pr(z)."""
+  logp, keep, pop_logp = _scaled_world(0.8)
+  ref, ref_in, pop_ref = logp[1:], keep[1:], pop_logp[1:]
+  choice = rmia.choose_offline_a(ref, ref_in, pop_ref, grid=(0.2, 0.8), max_stand_ins=1)
+  covered = (~ref_in[1:]).any(axis=0)
+  want = [metrics.roc_auc(_brute_force(ref[:, covered], ref_in[:, covered], pop_ref, False, a),
+                          ref_in[0, covered]) for a in (0.2, 0.8)]
+  assert choice.stand_ins == (0,)
+  np.testing.assert_allclose(choice.auc, want, atol=2e-3)
+
+
+def test_no_usable_stand_in_gives_no_choice():
+  """Two reference models trained on complementary halves: with one as target, the other is
+  OUT only where the stand-in is IN, so the stand-in has no scored non-member."""
+  logp, keep, pop_logp = _scaled_world(0.8, refs=2)
+  choice = rmia.choose_offline_a(logp[1:], keep[1:], pop_logp[1:])
+  assert choice.a is None and choice.stand_ins == () and choice.auc.size == 0
+
+
+def test_lira_audit_chooses_a_from_the_reference_models_not_the_target():
+  """Without an override the audit records the a its reference models chose and scores with
+  it; garbage in the target's logits, population logits and keep mask leaves the choice be."""
+  logits, labels, keep, pop_logits, pop_labels = _logits_world(signal=1.5)
+  fields, scores = evaluate.lira_audit(logits, labels, keep, pop_logits, pop_labels)
+  a = fields["rmia_offline_a"]
+  assert a in rmia.OFFLINE_A_GRID
+  assert fields["rmia_offline_a_chosen_by"].startswith("reference models 1, 2, 3, 4 as target")
+  logp = rmia.log_true_label_prob(logits, labels)
+  pop_logp = rmia.log_true_label_prob(pop_logits, pop_labels)
+  np.testing.assert_array_equal(scores["rmia_offline"],
+                                _score(logp, keep, pop_logp, False, offline_a=a))
+  rng = np.random.default_rng(7)
+  garbage, pop_garbage, keep_garbage = logits.copy(), pop_logits.copy(), keep.copy()
+  garbage[0] = rng.normal(0, 10, garbage[0].shape)
+  pop_garbage[0] = rng.normal(0, 10, pop_garbage[0].shape)
+  keep_garbage[0] = rng.permutation(keep[0])
+  again, _ = evaluate.lira_audit(garbage, labels, keep_garbage, pop_garbage, pop_labels)
+  assert again["rmia_offline_a"] == a
+  assert again["rmia_offline_a_chosen_by"] == fields["rmia_offline_a_chosen_by"]
+
+
+def test_choosing_a_reads_nothing_of_the_target():
+  """NaN in every output of the target (model 0) and a shuffled keep mask: the choice of a is
+  unchanged and nothing fails, so no output of the target entered it."""
+  logits, labels, keep, pop_logits, pop_labels = _logits_world(signal=1.5)
+  logp = rmia.log_true_label_prob(logits, labels)
+  pop_logp = rmia.log_true_label_prob(pop_logits, pop_labels)
+  want = evaluate._rmia_offline_a(None, logp, keep, pop_logp, 1.0)
+  logp[0], pop_logp[0] = np.nan, np.nan
+  keep = keep.copy()
+  keep[0] = np.random.default_rng(0).permutation(keep[0])
+  assert evaluate._rmia_offline_a(None, logp, keep, pop_logp, 1.0) == want
+
+
+def test_lira_audit_without_a_usable_stand_in_uses_the_default_a_and_says_so():
+  logits, labels, keep, pop_logits, pop_labels = _logits_world(signal=1.5)
+  fields, _ = evaluate.lira_audit(logits[:3], labels, keep[:3], pop_logits[:3], pop_labels)
+  assert fields["rmia_offline_a"] == rmia.DEFAULT_OFFLINE_A
+  assert fields["rmia_offline_a_chosen_by"].startswith("default")
+  assert any("rmia_offline_a" in n for n in fields["notes"])
+
+
+@pytest.mark.parametrize("a,ok", [(None, True), (0.0, True), (1.0, True), (0.45, True),
+                                  (1.5, False), (-0.1, False), (float("nan"), False)])
+def test_config_rmia_offline_a_is_none_or_in_the_unit_interval(a, ok):
+  c = config_lib.base()
+  assert c.lira.rmia_offline_a is None   # default: chosen per target
+  c.lira.rmia_offline_a = a
+  if ok:
+    config_lib.validate(c)
+  else:
+    with pytest.raises(UserError, match="lira.rmia_offline_a"):
+      config_lib.validate(c)
+
+
 # --- RMIA in the LiRA audit ---------------------------------------------------------------
 
 
@@ -203,9 +313,13 @@ def test_lira_audit_records_rmia_beside_lira():
     assert set(fields[name]["tpr_at_fpr"]) == {"0.001", "0.01"}
   assert fields["rmia_online"]["auc"] > 0.75 and fields["rmia_offline"]["auc"] > 0.75
   assert fields["rmia_offline_a"] == 0.5 and fields["rmia_gamma"] == 1.0
+  assert fields["rmia_offline_a_chosen_by"] == "config override"
   assert fields["rmia_num_population"] == _Z
-  # 1,000 non-members: TPR at 0.1% is measurable; recorded through tpr_report.
-  assert fields["rmia_online"]["tpr_at_fpr"]["0.001"] is not None
+  # 1,000 non-members: an FPR strictly below 0.1% allows no false positive, so TPR there is
+  # null with a note (tpr_report); at 1% it is measured.
+  assert fields["rmia_online"]["tpr_at_fpr"]["0.001"] is None
+  assert fields["rmia_online"]["tpr_at_fpr"]["0.01"] is not None
+  assert any(n.startswith("rmia_online: TPR at FPR 0.001: null") for n in fields["notes"])
   logp = rmia.log_true_label_prob(logits, labels)
   pop_logp = rmia.log_true_label_prob(pop_logits, pop_labels)
   np.testing.assert_array_equal(scores["rmia_offline"],
@@ -216,8 +330,8 @@ def test_lira_audit_records_rmia_beside_lira():
 def test_lira_audit_without_population_leaves_rmia_null():
   logits, labels, keep, _, _ = _logits_world(signal=1.5)
   fields, scores = evaluate.lira_audit(logits, labels, keep)
-  for key in ("rmia_online", "rmia_offline", "rmia_offline_a", "rmia_gamma",
-              "rmia_num_population"):
+  for key in ("rmia_online", "rmia_offline", "rmia_offline_a", "rmia_offline_a_chosen_by",
+              "rmia_gamma", "rmia_num_population"):
     assert fields[key] is None
   assert not any(k.startswith("rmia") for k in scores)
   assert fields["online"]["auc"] > 0.5

@@ -84,54 +84,146 @@ def test_sweep_and_lira_are_refused_together():
 # ------------------------------------------------------------------ selection
 
 
-def _outputs(rng, n=200, classes=10):
+def _outputs(rng, strengths=(0.0,), n=200, classes=10):
+  """Outputs of one trial per strength: its logits favour each example's label by that much."""
   half = n // 4
+  labels = rng.integers(0, classes, n).astype(np.int32)
+  logits = rng.normal(size=(len(strengths), n, classes)).astype(np.float32)
+  logits[:, np.arange(n), labels] += np.asarray(strengths, np.float32)[:, None]
   return evaluate.Outputs(
-      logits=rng.normal(size=(1, n, classes)).astype(np.float32),
-      labels=rng.integers(0, classes, n).astype(np.int32),
+      logits=logits, labels=labels,
       is_member=np.repeat([True, False, True, False], half),
       split=np.repeat(np.array([0, 0, 1, 1], np.int8), half),
       index=np.arange(n))
 
 
-def test_selection_gain_never_reads_the_audit_split():
+def _run_records(out, attack):
+  """Records built as `train._run_stack` builds them: trial 0 is the baseline (not swept,
+  so no gain), every other trial a swept pruning configuration."""
+  _, test_accuracy = evaluate.accuracies(out)
+  selection_accuracy = evaluate.selection_accuracy(out)
+  records = []
+  for k in range(len(out.logits)):
+    r = _record("baseline", "baseline", 0, None, float(test_accuracy[k])) if k == 0 else \
+        _record("pruning", f"pruning-keep{k}", 0, None, float(test_accuracy[k]),
+                {"pruning.keep": k})
+    r["selection_accuracy"] = float(selection_accuracy[k])
+    if k:
+      r |= evaluate.selection_gain(out, k, 10, attack, seed=0, folds=2)
+    records.append(r)
+  return records
+
+
+SELECTION_FIELDS = ("selection_gain", "selection_gain_folds", "selection_accuracy")
+CANDIDATE_FIELDS = ("group", "selection_gain", "selection_gain_raw", "selection_gain_interval",
+                    "at_floor", "selection_accuracy")
+
+
+def test_algorithm_1_reads_nothing_of_the_audit_split():
   rng = np.random.default_rng(0)
-  out = _outputs(rng)
   attack = config_lib.base().attack
   attack.epochs = 3
-  before = evaluate.selection_gain(out, 0, 10, attack, seed=0, folds=2)
-  poisoned = out.logits.copy()
-  poisoned[:, out.split == 1] = 1e4 * rng.normal(size=poisoned[:, out.split == 1].shape)
-  after = evaluate.selection_gain(
-      evaluate.Outputs(poisoned, out.labels, out.is_member, out.split, out.index), 0, 10,
-      attack, seed=0, folds=2)
-  assert before == after
-  assert -np.log(4) - 0.5 < before <= 0
+  # The baseline and a candidate as accurate as it; a candidate 20-odd points less accurate.
+  out = _outputs(rng, strengths=(4.0, 4.0, 1.0))
+  clean = _run_records(out, attack)
+  # Garbage on every audit example: labels, and logits that call the baseline perfect and
+  # every candidate always wrong there. A choice that read split 1 would change.
+  audit = out.split == 1
+  labels = out.labels.copy()
+  labels[audit] = rng.integers(0, 10, audit.sum())
+  logits = out.logits.copy()
+  logits[:, audit] = 1e4 * rng.normal(size=logits[:, audit].shape)
+  logits[0, audit, labels[audit]] = 1e6
+  logits[1:, audit, labels[audit]] = -1e6
+  garbage = _run_records(evaluate.Outputs(logits, labels, out.is_member, out.split, out.index),
+                         attack)
+  assert garbage[0]["test_accuracy"] == 1 and garbage[1]["test_accuracy"] == 0   # it is read
+  for a, b in zip(clean, garbage):
+    assert {k: a.get(k) for k in SELECTION_FIELDS} == {k: b.get(k) for k in SELECTION_FIELDS}
+  first, second = (selection.choose(r, max_accuracy_drop=0.05, folds=2) for r in (clean, garbage))
+  assert first["baseline_selection_accuracy"] == second["baseline_selection_accuracy"]
+  m, n = first["methods"]["pruning"], second["methods"]["pruning"]
+  assert m["selected"] == n["selected"]
+  assert m["selected_within_accuracy_drop"] == n["selected_within_accuracy_drop"] == \
+      "pruning-keep1"                # the accurate one; keep2 drops far more than 5 points
+  for c, d in zip(m["candidates"], n["candidates"]):
+    assert {k: c[k] for k in CANDIDATE_FIELDS} == {k: d[k] for k in CANDIDATE_FIELDS}
+  for r in clean[1:]:                # the per-fold gains are recorded beside their mean
+    assert len(r["selection_gain_folds"]) == 2
+    assert r["selection_gain"] == max(np.mean(r["selection_gain_folds"]), -np.log(4))
 
 
-def _record(method, group, seed, gain, acc, sweep=None):
+def test_the_selection_accuracy_is_measured_on_split_0s_non_members():
+  out = _outputs(np.random.default_rng(1), strengths=(0.0, 50.0))
+  reference = out.select(member=False, split=0)
+  out.logits[0, reference, out.labels[reference]] = 1e3      # trial 0: right there only
+  acc = evaluate.selection_accuracy(out)
+  assert acc[0] == 1 and acc[1] == 1 and acc.shape == (2,)
+  out.logits[1, reference, out.labels[reference]] = -1e3     # trial 1: wrong there only
+  assert evaluate.selection_accuracy(out)[1] == 0
+
+
+def _record(method, group, seed, gain, acc, sweep=None, selection_accuracy=None, folds=None,
+            nonzero=100):
   return {"method": method, "group": group, "seed": seed, "selection_gain": gain,
           "test_accuracy": acc, "attack_auc": 0.5, "attack_accuracy": 0.5,
-          "weights_nonzero": 100, "sweep": sweep}
+          "weights_nonzero": nonzero, "sweep": sweep,
+          "selection_accuracy": acc if selection_accuracy is None else selection_accuracy,
+          "selection_gain_folds": folds}
 
 
 def test_selection_takes_the_smallest_mean_gain_and_the_best_within_the_accuracy_bound():
   records = [_record("baseline", "baseline", s, None, 0.90) for s in (0, 1)]
-  for keep, gains, acc in ((0.5, (-1.30, -1.32), 0.895), (0.1, (-1.38, -1.36), 0.80),
+  for keep, gains, acc in ((0.5, (-1.30, -1.32), 0.895), (0.1, (-1.18, -1.16), 0.80),
                            (0.3, (-1.33, -1.33), 0.89)):
     records += [_record("pruning", f"pruning-keep{keep}", s, g, acc, {"pruning.keep": keep})
                 for s, g in enumerate(gains)]
   choice = selection.choose(records, max_accuracy_drop=0.01, folds=2)
   pruning = choice["methods"]["pruning"]
-  assert pruning["selected"] == "pruning-keep0.1"              # mean gain -1.37
-  assert pruning["selected_within_accuracy_drop"] == "pruning-keep0.3"   # 0.80 drops 10 points
-  assert choice["baseline_test_accuracy"] == pytest.approx(0.90)
+  assert pruning["selected"] == "pruning-keep0.3"              # mean gain -1.33
+  assert pruning["selected_within_accuracy_drop"] == "pruning-keep0.3"
+  assert choice["baseline_selection_accuracy"] == pytest.approx(0.90)
   assert "audit split is not used" in choice["criterion"]
   assert "+" in selection.table(choice) and "*" in selection.table(choice)
+  # The bound is on the selection accuracy: a candidate within it is chosen over a smaller
+  # gain that drops 10 points.
+  records[2:4] = [_record("pruning", "pruning-keep0.5", s, -1.34, 0.895, {"pruning.keep": 0.5},
+                          selection_accuracy=0.80) for s in (0, 1)]
+  pruning = selection.choose(records, 0.01, 2)["methods"]["pruning"]
+  assert pruning["selected"] == "pruning-keep0.5"
+  assert pruning["selected_within_accuracy_drop"] == "pruning-keep0.3"
   # No baseline trials: no bound can be applied.
   alone = selection.choose(records[2:], max_accuracy_drop=0.01, folds=2)
   assert alone["methods"]["pruning"]["selected_within_accuracy_drop"] is None
   assert selection.choose(records[:2], 0.01, 2) is None     # nothing swept
+
+
+def test_gains_below_a_coins_are_tied_at_the_floor_and_ordered_by_selection_accuracy():
+  # The attacker may always answer 0.5 (gain -log 4 = -1.386); below that, the cross-validated
+  # gain says only how badly the attack overfits. Seen in a sweep: -1.42, -1.41, -1.39.
+  records = [_record("baseline", "baseline", 0, None, 0.90)]
+  for keep, gain, acc, nonzero in ((0.5, -1.42, 0.85, 500), (0.3, -1.39, 0.89, 300),
+                                   (0.2, -1.41, 0.89, 200), (0.1, -1.30, 0.70, 100)):
+    records.append(_record("pruning", f"pruning-keep{keep}", 0, gain, 0.5,
+                           {"pruning.keep": keep}, selection_accuracy=acc,
+                           folds=[gain - 0.02, gain + 0.02], nonzero=nonzero))
+  choice = selection.choose(records, max_accuracy_drop=0.02, folds=2)
+  pruning = choice["methods"]["pruning"]
+  # Old rule: the most negative, keep0.5. Now: tied at the floor, the more accurate, then the
+  # one with fewer nonzero weights; keep0.1 is above the floor but only with its accuracy.
+  assert pruning["selected"] == "pruning-keep0.2"
+  assert pruning["selected_within_accuracy_drop"] == "pruning-keep0.2"
+  by_group = {c["group"]: c for c in pruning["candidates"]}
+  floor = -np.log(4)
+  for keep in (0.5, 0.3, 0.2):
+    c = by_group[f"pruning-keep{keep}"]
+    assert c["at_floor"] and c["selection_gain"] == floor
+  c = by_group["pruning-keep0.5"]
+  assert c["selection_gain_raw"] == pytest.approx(-1.42)
+  assert c["selection_gain_interval"] == pytest.approx([-1.44, -1.40])   # over folds and seeds
+  assert not by_group["pruning-keep0.1"]["at_floor"]
+  table = selection.table(choice)
+  assert "[-1.44, -1.40]" in table and "89.00" in table and "log 4" in table
 
 
 # ------------------------------------------------------------------ end to end
@@ -165,7 +257,8 @@ def test_swept_trials_share_one_compiled_step_per_phase_and_train_with_their_own
     assert r["weights_nonzero"] < by_keep[0.5]["weights_nonzero"] or keep == 0.5
     assert r["name"] == f"pruning-keep{keep:.2f}-seed0"
     assert r["group"] == f"pruning-keep{keep:.2f}"
-    assert r["selection_gain"] is not None
+    assert r["selection_gain"] >= -np.log(4) and len(r["selection_gain_folds"]) == 2
+    assert 0 <= r["selection_accuracy"] <= 1
     own = json.loads((tmp_path / "run" / r["name"] / "config.json").read_text())
     assert own["pruning"]["keep"] == str(keep) and own["trial"]["sweep"] == {
         "pruning.keep": keep}
@@ -174,6 +267,7 @@ def test_swept_trials_share_one_compiled_step_per_phase_and_train_with_their_own
   assert by_keep[0.1]["weights_nonzero"] < 0.2 * total
   choice = json.loads((tmp_path / "run" / "selection.json").read_text())["methods"]["pruning"]
   assert choice["selected"] in {r["group"] for r in records}
+  assert all(len(c["selection_gain_interval"]) == 2 for c in choice["candidates"])
 
 
 @pytest.mark.slow

@@ -3,8 +3,10 @@
 Training batches carry a leading trial axis: trial k reads the members in its own seeded order
 (epoch e is a permutation drawn from (seed_k, e)), so the batch of any step is a pure function of
 the step number. That makes the input position of a checkpoint just its step, and a resumed run
-reads exactly the batches an uninterrupted one would. Each host reads only its rows of every
-global batch (`jax.process_index()`), and the arrays are assembled across hosts as `jax.Array`s.
+reads exactly the batches an uninterrupted one would. DP-SGD instead reads Poisson-sampled
+batches (`poisson_batches`), also a pure function of (seed, step), padded to one static size
+with a mask. Each host reads only its rows of every global batch (`jax.process_index()`), and
+the arrays are assembled across hosts as `jax.Array`s.
 
 Small datasets (digits, MNIST, CIFAR) are read once into host memory; ImageNet is read from its
 array_record source per batch.
@@ -198,11 +200,87 @@ def train_batches(data: Data, members: np.ndarray | list[np.ndarray], seeds: np.
     trials = [one_trial(k, int(seed), step) for k, seed in enumerate(seeds)]
     return {k: np.stack([b[k] for b in trials]) for k in trials[0]}
 
-  dataset = grain.MapDataset.range(start, stop).map(batch)
+  return _iterate(grain.MapDataset.range(start, stop).map(batch), workers)
+
+
+def _iterate(dataset: grain.MapDataset, workers: int) -> Iterator[dict[str, np.ndarray]]:
   if workers > 0:
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=workers,
                                                           prefetch_buffer_size=2 * workers)))
   return iter(dataset)
+
+
+# ------------------------------------------------------------------ Poisson sampling (DP-SGD)
+# DP-SGD's accountant assumes that every member is in every step's batch independently with
+# probability q = batch_size / members. A step draws n ~ Binomial(members, q), then a uniformly
+# random n-subset: exactly that distribution. Sizes are drawn in blocks of _BLOCK steps, from
+# (seed, block), so that all the sizes of a run are known up front for a few ms; each step's
+# subset comes from (seed, step). Both are pure functions of the step, so a resumed run reads
+# what an uninterrupted one would.
+_BLOCK = 1024
+_SIZES, _SUBSET = 0x5015, 0x5016   # salts of the two streams
+
+
+def poisson_sizes(num_members: int, batch_size: int, seed: int, start: int, stop: int
+                  ) -> np.ndarray:
+  """The batch sizes of steps [start, stop) at rate batch_size / num_members: (stop - start,)."""
+  first, last = start // _BLOCK, -(-stop // _BLOCK)
+  rate = batch_size / num_members
+  blocks = [np.random.default_rng([seed, 0, b, _SIZES]).binomial(num_members, rate, _BLOCK)
+            for b in range(first, last)]
+  sizes = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+  return sizes[start - first * _BLOCK:stop - first * _BLOCK]
+
+
+def poisson_max_batch(members: list[np.ndarray], seeds, batch_size: int, steps: int,
+                      multiple: int = 1) -> int:
+  """The static size Poisson batches are padded to: the largest draw of any trial's steps
+  [0, steps), rounded up to `multiple` (the devices and hosts the rows are split over).
+
+  Not a high quantile: a draw cut to fit would no longer be a Poisson sample, and the
+  accountant's epsilon would not hold. The sizes are pure functions of (seed, step), so the
+  true maximum is known before training and is the same on every host and after a resume.
+  """
+  largest = max((int(poisson_sizes(len(m), batch_size, int(s), 0, steps).max(initial=0))
+                 for m, s in zip(members, seeds)), default=0)
+  return max(multiple, -(-largest // multiple) * multiple)
+
+
+def poisson_batches(data: Data, members: np.ndarray | list[np.ndarray], seeds: np.ndarray,
+                    batch_size: int, start: int, stop: int, max_batch: int, workers: int = 0
+                    ) -> Iterator[dict[str, np.ndarray]]:
+  """This host's rows of the Poisson-sampled batches of steps [start, stop), padded to
+  `max_batch` rows: "image", "label" (trials, rows, ...) and "mask" (trials, rows), True for
+  the sampled rows (first), False for padding (copies of a member, to be masked out).
+
+  `members` is one index set for all trials or one per trial (LiRA); trial k samples its own
+  set at rate batch_size / len(members[k]), so every trial's expected batch is batch_size.
+
+  Raises:
+    RuntimeError: a draw is larger than `max_batch` (take it from `poisson_max_batch`).
+  """
+  per_trial = members if isinstance(members, list) else [members] * len(seeds)
+  hosts, host = jax.process_count(), jax.process_index()
+  rows = slice(host * max_batch // hosts, (host + 1) * max_batch // hosts)
+  sizes = [poisson_sizes(len(m), batch_size, int(s), start, stop)
+           for m, s in zip(per_trial, seeds)]
+
+  def one_trial(k: int, seed: int, step: int) -> dict[str, np.ndarray]:
+    idx, n = per_trial[k], int(sizes[k][step - start])
+    if n > max_batch:
+      raise RuntimeError(f"a Poisson batch of {n} rows at step {step} (trial {k}) exceeds "
+                         f"max_batch={max_batch}; it must not be truncated")
+    picked = np.random.default_rng([seed, 0, step, _SUBSET]).choice(len(idx), n,
+                                                                     replace=False)
+    padded = np.concatenate([idx[picked], np.full(max_batch - n, idx[0], idx.dtype)])
+    out = data.read("train", padded[rows], np.random.default_rng([seed, step, 1]))
+    return out | {"mask": (np.arange(max_batch) < n)[rows]}
+
+  def batch(step: int) -> dict[str, np.ndarray]:
+    trials = [one_trial(k, int(seed), step) for k, seed in enumerate(seeds)]
+    return {key: np.stack([b[key] for b in trials]) for key in trials[0]}
+
+  return _iterate(grain.MapDataset.range(start, stop).map(batch), workers)
 
 
 def eval_batches(data: Data, split: str, indices: np.ndarray, batch_size: int
@@ -218,7 +296,8 @@ def eval_batches(data: Data, split: str, indices: np.ndarray, batch_size: int
 
 
 def place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """Assembles this host's rows into global arrays: trials on "trial", rows on "data"."""
+  """Assembles this host's rows into global arrays: trials on "trial", rows on "data" (the
+  images, labels and a Poisson batch's mask alike)."""
   P = jax.sharding.PartitionSpec
   out = {}
   for k, v in batch.items():

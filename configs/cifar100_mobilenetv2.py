@@ -1,7 +1,8 @@
 """MobileNetV2 on CIFAR-100 (Tables 1, 4).
 
 Needs the prepared TFDS data: python -m miajax.data.prepare cifar100 --data_dir=DIR, then
---config.data.dir=DIR. Settings: `miajax.config.cifar`.
+--config.data.dir=DIR; `:smoke` runs without it, on SYNTHETIC images.
+Settings: `miajax.config.cifar`.
 """
 
 from miajax import config as config_lib

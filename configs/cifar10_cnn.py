@@ -6,7 +6,8 @@ method here trains DP-SGD at `dp.epsilon` (the base config's 6.28 unless overrid
 extra point of comparison, not a reproduction of that row.
 
 Needs the prepared TFDS data: python -m miajax.data.prepare cifar10 --data_dir=DIR, then
---config.data.dir=DIR. Settings: `miajax.config.cifar`.
+--config.data.dir=DIR; `:smoke` runs without it, on SYNTHETIC images.
+Settings: `miajax.config.cifar`.
 """
 
 from miajax import config as config_lib

@@ -1,5 +1,6 @@
 """The paper's MNIST-LeNet-5 row (Tables 1, 2, 4, 5). MNIST's IDX files must be local:
---config.data.manual_dir=DIR holding train-images-idx3-ubyte.gz and the other three."""
+--config.data.manual_dir=DIR holding train-images-idx3-ubyte.gz and the other three; `:smoke`
+runs without them, on SYNTHETIC images."""
 
 from miajax import config as config_lib
 

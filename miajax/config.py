@@ -4,6 +4,7 @@ Config files in `configs/` call `base()` and change what their paper setting nee
 field exists under the same name everywhere and `--config.x=y` can override any of them.
 """
 
+import copy
 import math
 
 import ml_collections
@@ -21,6 +22,10 @@ def base() -> ml_collections.ConfigDict:
   c.seeds = (0,)               # one trial per seed and method: init, data order, noise
   c.split_per_trial = False    # True: each trial draws its own split from (seed, its seed)
   c.methods = ("baseline",)
+  # Set by `:smoke` (`smoke()`): a CPU check, which falls back to SYNTHETIC images when the
+  # dataset is not prepared here (`data.synthetic`); any other run stops and says how to
+  # prepare it.
+  c.smoke = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
@@ -32,6 +37,10 @@ def base() -> ml_collections.ConfigDict:
   c.data.augment = False       # random crop + flip (CIFAR), inception crop (ImageNet)
   c.data.image_size = 224      # ImageNet crop size; other datasets keep their own geometry
   c.data.workers = 0           # grain prefetch threads; 0 reads in the training thread
+  # True: SYNTHETIC stand-ins of the dataset's shape and classes (miajax/data/synthetic.py),
+  # smoke runs only. A smoke run whose data is not prepared sets it itself, so the workdir's
+  # config.json says what the run saw and a rerun on the real data will not resume it.
+  c.data.synthetic = False
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "lenet5"
@@ -114,7 +123,9 @@ def base() -> ml_collections.ConfigDict:
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a config to a CPU check of seconds to minutes: few steps, small sets."""
+  """Shrinks a config to a CPU check of seconds to minutes: few steps, small sets; marks it a
+  smoke run, which may use synthetic data where the real data is not prepared."""
+  c.smoke = True
   c.train.epochs = min(c.train.epochs, 2.0)
   c.pruning.pretrain_epochs = min(c.pruning.pretrain_epochs, 1.0)
   c.admm.epochs = min(c.admm.epochs, 1.0)
@@ -148,7 +159,7 @@ def cifar(dataset: str, model: str, methods: tuple[str, ...], arg: str | None):
 def imagenet(model: str, arg: str | None):
   """An ImageNet row (Table 3): batch 64 and Adam as App. C states; the epochs are not given
   for Table 3, so 90 (pruning: 60 pretraining, 15 ADMM, 15 retraining). Inception crop at 224
-  for training, centre crop for evaluation."""
+  for training, centre crop for evaluation; smoke: 32 members at batch 4, still at 224."""
   c = base()
   c.methods = ("baseline", "pruning")
   c.data.name = "imagenet2012"
@@ -168,7 +179,6 @@ def imagenet(model: str, arg: str | None):
     c.data.train_size = 32
     c.data.batch_size = 4
     c.data.eval_batch_size = 8
-    c.data.image_size = 64
     c.data.workers = 0
   return c
 
@@ -181,6 +191,13 @@ def parse_arg(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> set[str
     raise UserError(f"config argument {','.join(sorted(unknown))!r} is not known; allowed: "
                     f"{', '.join(allowed)}")
   return words
+
+
+def with_synthetic(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of smoke config `c` that says it ran on synthetic data (for its config.json)."""
+  c = copy.deepcopy(c)
+  c.data.synthetic = True
+  return c
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -203,6 +220,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
        all(isinstance(s, int) and s >= 0 for s in seeds), "seeds",
        "distinct non-negative integers, e.g. 0,1,2")
   need(c.data.name in sources.NAMES, "data.name", ", ".join(sources.NAMES))
+  # Synthetic numbers must never pass for a real run's.
+  need(not c.data.synthetic or c.smoke, "data.synthetic",
+       "False outside a :smoke config (synthetic images are for smoke checks only)")
   need(c.model.name in models.NAMES, "model.name", ", ".join(models.NAMES))
   need(c.model.norm in ("batch", "group", "none"), "model.norm", "batch, group, none")
   need(c.data.batch_size > 0, "data.batch_size", "a positive integer")

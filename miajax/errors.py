@@ -10,6 +10,18 @@ class UserError(ValueError):
   """Bad input: the message names the field, the value given and what is allowed."""
 
 
+class NotPrepared(UserError):
+  """A dataset that is not on this machine yet (unprepared, or its local files missing).
+
+  `reason` is the short form for a log line, e.g. "is not prepared in DIR"; a `:smoke` run
+  catches this one error to fall back to synthetic images (`miajax.data.synthetic`).
+  """
+
+  def __init__(self, message: str, reason: str):
+    super().__init__(message)
+    self.reason = reason
+
+
 class Interrupted(Exception):
   """SIGINT or SIGTERM stopped the run after saving a checkpoint; rerunning resumes.
 

@@ -225,7 +225,7 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   logits = out.logits[k]
   feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
   labels, is_member = out.labels, out.is_member
-  fit, test = out.split == 0, out.split == 1
+  test = out.split == 1
   rng = np.random.default_rng(seed)
   # `_nn_attack`'s steps, keeping the held-out share for the headline's choice.
   members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),
@@ -238,15 +238,69 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   fields = attack.evaluate(scores["score_nn"][test], is_member[test], threshold=threshold)
   fields["attack_epochs"] = int(epochs)
   fields["attack_threshold"] = float(threshold)
-  calls = {"nn": scores["score_nn"] >= threshold}
-
-  fields["threshold_attacks"] = {}
+  nn = NNCandidate(calls=scores["score_nn"] >= threshold,
+                   auc=_cross_fitted_auc(p_by_epoch, is_member[held], rng))
   for name, score_fn in THRESHOLD_ATTACKS.items():
-    s = score_fn(logits, labels)
+    scores[f"score_{name}"] = score_fn(logits, labels)
+  more, calls = score_audit(scores, labels, is_member, out.split, num_classes, seed, rng=rng,
+                            replicates=bootstrap_replicates(attack_config), nn=nn,
+                            notes=fields["notes"])
+  fields |= more
+  correct = logits.argmax(-1) == labels
+  nonmember_audit = out.select(False, 1)
+  fields["per_class"] = metrics.per_class(
+      correct[is_member], labels[is_member], correct[nonmember_audit], labels[nonmember_audit],
+      calls["nn"][test], is_member[test], labels[test], num_classes)
+  return fields, scores
+
+
+def bootstrap_replicates(attack_config) -> int:
+  """The bootstrap replicates behind each interval: `attack.bootstrap_replicates`."""
+  return int(getattr(attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES))
+
+
+@dataclasses.dataclass(frozen=True)
+class NNCandidate:
+  """What the headline's choice needs of an NN attack fit on split 0: its member calls on
+  every example, and its out-of-sample AUC on split 0 (`_cross_fitted_auc`)."""
+  calls: np.ndarray
+  auc: float
+
+
+def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
+                is_member: np.ndarray, split: np.ndarray, num_classes: int | None, seed: int, *,
+                rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
+                nn: NNCandidate | None = None, notes=()) -> tuple[dict, dict[str, np.ndarray]]:
+  """The threshold attacks on whichever scores `scores` holds, the headline and intervals.
+
+  `audit`'s second half, shared with an audit of scores alone (`miajax.audit`, where a model
+  brought from elsewhere may give only its losses). For each `score_<name>` of
+  THRESHOLD_ATTACKS in `scores`, a global threshold fit on split 0 and measured on split 1;
+  with `labels`, the CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to
+  `scores`). An attack whose score is absent is null in `threshold_attacks` and no headline
+  candidate. The headline is the candidate (these, and `nn` when given) with the best
+  out-of-sample AUC on split 0 (`_headline_selection`, which draws from `rng`).
+
+  Returns:
+    (the record fields threshold_attacks, headline_selection, headline_attack, headline_auc,
+    headline_accuracy, headline_tpr_at_fpr, notes (`notes` and the headline's), intervals;
+    each attack's member calls on every example, by name).
+  """
+  fit, test = split == 0, split == 1
+  calls = {} if nn is None else {"nn": nn.calls}
+  fields = {"threshold_attacks": {}}
+  for name in THRESHOLD_ATTACKS:
+    if f"score_{name}" not in scores:
+      fields["threshold_attacks"][name] = None
+      continue
+    s = scores[f"score_{name}"]
     fitted = metrics.threshold_attack(s[fit], is_member[fit], s[test], is_member[test])
     fields["threshold_attacks"][name] = {"accuracy": fitted["accuracy"], "auc": fitted["auc"]}
-    scores[f"score_{name}"], calls[name] = s, s >= fitted["threshold"]
+    calls[name] = s >= fitted["threshold"]
   for name, base in CLASS_THRESHOLD_ATTACKS.items():
+    if labels is None or f"score_{base}" not in scores:
+      fields["threshold_attacks"][name] = None
+      continue
     thresholds, _ = metrics.class_thresholds(scores[f"score_{base}"][fit], is_member[fit],
                                              labels[fit], num_classes)
     shifted = scores[f"score_{base}"] - thresholds[labels]
@@ -256,24 +310,16 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
     scores[f"score_{name}"], calls[name] = shifted, shifted >= 0
 
   fields["headline_selection"] = _headline_selection(
-      scores, labels, is_member, fit, num_classes,
-      _cross_fitted_auc(p_by_epoch, is_member[held], rng), rng)
-  name = max(HEADLINE_CANDIDATES, key=fields["headline_selection"].get)
-  tpr, notes = metrics.tpr_report(scores[f"score_{name}"][test], is_member[test])
+      scores, labels, is_member, fit, num_classes, None if nn is None else nn.auc, rng)
+  name = max(fields["headline_selection"], key=fields["headline_selection"].get)
+  tpr, tpr_notes = metrics.tpr_report(scores[f"score_{name}"][test], is_member[test])
   fields |= {"headline_attack": name,
              "headline_auc": metrics.roc_auc(scores[f"score_{name}"][test], is_member[test]),
              "headline_accuracy": metrics.balanced_accuracy(calls[name][test], is_member[test]),
-             "headline_tpr_at_fpr": tpr}
-  fields["notes"] = fields["notes"] + [f"headline_tpr_at_fpr: {n}" for n in notes]
-
-  fields["intervals"] = _intervals(scores, calls, is_member, test, seed, int(getattr(
-      attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES)), name)
-  correct = logits.argmax(-1) == labels
-  nonmember_audit = out.select(False, 1)
-  fields["per_class"] = metrics.per_class(
-      correct[is_member], labels[is_member], correct[nonmember_audit], labels[nonmember_audit],
-      calls["nn"][test], is_member[test], labels[test], num_classes)
-  return fields, scores
+             "headline_tpr_at_fpr": tpr,
+             "notes": list(notes) + [f"headline_tpr_at_fpr: {n}" for n in tpr_notes]}
+  fields["intervals"] = _intervals(scores, calls, is_member, test, seed, replicates, name)
+  return fields, calls
 
 
 def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng) -> dict:
@@ -284,33 +330,39 @@ def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng
   the other, both ways; the AUC is that of these out-of-fold shifted scores. The NN attack
   trained on split 0 less its held-out share, and chose its epochs there: `nn_auc` is its
   cross-fitted AUC on that share (`_cross_fitted_auc`). Each is an estimate of the attack's
-  AUC on unseen examples, the NN attack's the noisiest (the fewest examples).
+  AUC on unseen examples, the NN attack's the noisiest (the fewest examples). Candidates
+  whose scores are absent (and the NN attack when `nn_auc` is None) are left out.
   """
   idx = np.flatnonzero(fit)
-  m, y = is_member[idx], labels[idx]
-  out = {name: metrics.roc_auc(scores[f"score_{name}"][idx], m) for name in THRESHOLD_ATTACKS}
-  out["nn"] = nn_auc
+  m = is_member[idx]
+  out = {name: metrics.roc_auc(scores[f"score_{name}"][idx], m) for name in THRESHOLD_ATTACKS
+         if f"score_{name}" in scores}
+  if nn_auc is not None:
+    out["nn"] = nn_auc
   half = _halves(m, rng)
   for name, base in CLASS_THRESHOLD_ATTACKS.items():
-    s = scores[f"score_{base}"][idx]
+    if f"score_{name}" not in scores:
+      continue
+    s, y = scores[f"score_{base}"][idx], labels[idx]
     shifted = np.empty_like(s)
     for a, b in ((half, ~half), (~half, half)):
       thresholds, _ = metrics.class_thresholds(s[a], m[a], y[a], num_classes)
       shifted[b] = s[b] - thresholds[y[b]]
     out[name] = metrics.roc_auc(shifted, m)
-  return {name: out[name] for name in HEADLINE_CANDIDATES}
+  return {name: out[name] for name in HEADLINE_CANDIDATES if name in out}
 
 
 def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> dict:
   """95% stratified bootstrap intervals over the audit examples, shaped like the record;
-  `headline` names the attack behind the headline_* fields."""
+  `headline` names the attack behind the headline_* fields. An attack not in `calls` (not
+  run) has null intervals."""
   def boot(name):
     return metrics.bootstrap_intervals(
         scores[f"score_{name}"][test], is_member[test], calls[name][test],
         replicates=replicates, seed=seed)
 
-  boots = {name: boot(name) for name in HEADLINE_CANDIDATES}
-  nn, top = boots["nn"], boots[headline]
+  boots = {name: boot(name) for name in HEADLINE_CANDIDATES if name in calls}
+  nn, top = boots.get("nn", dict.fromkeys(("accuracy", "auc", "tpr_at_fpr"))), boots[headline]
   out = {"level": 0.95, "replicates": replicates,
          "covers": "resampling of the audit examples (members and non-members separately)",
          "attack_accuracy": nn["accuracy"], "attack_auc": nn["auc"],
@@ -318,8 +370,9 @@ def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> di
          "headline_accuracy": top["accuracy"], "headline_auc": top["auc"],
          "headline_tpr_at_fpr": top["tpr_at_fpr"]}
   for name in (*THRESHOLD_ATTACKS, *CLASS_THRESHOLD_ATTACKS):
-    out["threshold_attacks"][name] = {"accuracy": boots[name]["accuracy"],
-                                      "auc": boots[name]["auc"]}
+    out["threshold_attacks"][name] = (
+        {"accuracy": boots[name]["accuracy"], "auc": boots[name]["auc"]} if name in boots
+        else None)
   return out
 
 

@@ -1,9 +1,10 @@
 """Each trial's training curves on disk: `metrics.jsonl` and TensorBoard event files.
 
-Both sit in the trial's directory, so `tensorboard --logdir DIR` shows every trial of a run.
-The events are written with tensorboardX (no TensorFlow). A resumed run first drops what came
-after its checkpoint: the lines of metrics.jsonl past that step, and, for TensorBoard, a purge
-marker just past that step, so neither holds a curve twice.
+Both sit in the trial's directory, so `tensorboard --logdir DIR` shows every trial of a run,
+and, once a stack is audited, each trial's accuracies and attack numbers at its final step
+(`write_audit`). The events are written with tensorboardX (no TensorFlow). A resumed run first
+drops what came after its checkpoint: the lines of metrics.jsonl past that step, and, for
+TensorBoard, a purge marker just past that step, so neither holds a curve twice.
 """
 
 import json
@@ -46,6 +47,41 @@ class TrialLogs:
   def close(self) -> None:
     for writer in self.writers:
       writer.close()
+
+
+def audit_scalars(record: dict) -> dict[str, float]:
+  """A trial's end-of-run numbers from its results.json record, by TensorBoard tag: `eval/`
+  its accuracies and nonzero weights, `audit/` every attack's AUC and accuracy (`nn`, the
+  headline, each threshold attack, LiRA's and RMIA's), `privacy/` DP-SGD's epsilon. Numbers
+  not computed (None) have no tag."""
+  tags = {"eval/test_accuracy": record.get("test_accuracy"),
+          "eval/train_accuracy": record.get("train_accuracy"),
+          "eval/weights_nonzero": record.get("weights_nonzero"),
+          "audit/nn_auc": record.get("attack_auc"),
+          "audit/nn_accuracy": record.get("attack_accuracy"),
+          "audit/headline_auc": record.get("headline_auc"),
+          "audit/headline_accuracy": record.get("headline_accuracy"),
+          "privacy/dp_epsilon": record.get("dp_epsilon")}
+  attacks = dict(record.get("threshold_attacks") or {})
+  attacks |= {f"lira_{k}" if not k.startswith("rmia") else k: v
+              for k, v in (record.get("lira") or {}).items()}
+  for name, fields in attacks.items():
+    if isinstance(fields, dict):
+      tags |= {f"audit/{name}_{m}": fields.get(m) for m in ("auc", "accuracy")}
+  return {tag: float(v) for tag, v in tags.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+
+
+def write_audit(workdir: Path, records: list[dict]) -> None:
+  """Each trial's `audit_scalars` as TensorBoard events at its final step, in a file of their
+  own: the trial's training writer is closed by then. Audits are deterministic, so an audit
+  repeated by a resumed run writes the same values at the same step."""
+  for r in records:
+    writer = tensorboardX.SummaryWriter(str(Path(workdir) / r["name"]),
+                                        filename_suffix=f".{os.getpid()}.audit")
+    for tag, value in audit_scalars(r).items():
+      writer.add_scalar(tag, value, r["step"])
+    writer.close()
 
 
 def read_scalars(trial_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -65,13 +65,18 @@ def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
   return int(round(epochs * steps_per_epoch))
 
 
-def total_steps(method: str, config, steps_per_epoch: int) -> int:
-  """The steps `recipe(method, config, ...)` will train, known before anything is built."""
+def phase_steps(method: str, config, steps_per_epoch: int) -> tuple[int, ...]:
+  """The steps of each phase `recipe(method, config, ...)` will train, known before anything
+  is built."""
   n = lambda epochs: epochs_to_steps(epochs, steps_per_epoch)
   if method in ("pruning", "pruning_minmax"):
-    return (n(config.pruning.pretrain_epochs) + n(config.admm.epochs)
-            + n(config.pruning.retrain_epochs))
-  return n(config.train.epochs)
+    return (n(config.pruning.pretrain_epochs), n(config.admm.epochs),
+            n(config.pruning.retrain_epochs))
+  return (n(config.train.epochs),)
+
+
+def total_steps(method: str, config, steps_per_epoch: int) -> int:
+  return sum(phase_steps(method, config, steps_per_epoch))
 
 
 def recipe(method: str, config, model, tx, steps_per_epoch: int, num_classes: int,

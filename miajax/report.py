@@ -7,12 +7,14 @@ final checkpoint) and writes, to OUT (default DIR/report):
                         the weight-pruning table (Table 4) and the DP-SGD rows with epsilon;
                         also printed
   fig2_loss.png         training cross-entropy against step per method, phases marked
-                        (Fig. 2, top); dashed, the objective where the method adds a term
-                        to it (ADMM's proximal term, Min-Max's adversarial term)
+                        (Fig. 2, top); where the method adds terms to its objective (ADMM's
+                        proximal term, Min-Max's adversarial term), those in a panel of
+                        their own
   fig4_gap_vs_attack.png  per-class attack accuracy against the train/non-train accuracy gap
                         (Fig. 4)
   roc.png               log-log ROC curves of every attack in scores.npz on the audit split,
-                        one seed per method (Carlini et al. 2022)
+                        one seed per method (Carlini et al. 2022), attacks by their display
+                        names (ATTACK_NAMES)
   fig3_weights.png      histogram of the nonzero prunable weights of the final checkpoint,
                         one seed per method (Fig. 3)
   tradeoff.png          attack AUC, attack accuracy and test accuracy against nonzero weights
@@ -41,6 +43,16 @@ _OUT = flags.DEFINE_string("out", None, "Output directory (default: DIR/report).
 # The FPRs at which TPR is reported beside each ROC curve, as in results.json.
 _FPRS = (0.001, 0.01)
 _HIST_BINS = 101
+# What the figures call each attack of scores.npz (score_<name>); results.json and report.json
+# keep the short names, which are a contract. A name not here is shown as it is.
+ATTACK_NAMES = {
+    "nn": "NN attack", "loss": "loss threshold", "confidence": "confidence threshold",
+    "entropy": "modified-entropy threshold", "logit": "logit-confidence threshold",
+    "loss_class": "class-dependent loss threshold",
+    "entropy_class": "class-dependent entropy threshold"}
+# Cycled with the colours, so that curves lying on top of each other stay apart.
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
 
 
 def _group(record: dict) -> str:
@@ -152,6 +164,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> str:
   lines = [f"# miajax report: {workdir}", "",
+           *[f"**{line}**\n" for line in results.synthetic_banner(records)],
            "## Table 1: method comparison",
            "", "Mean ± 95% t-interval over seeds; accuracies in %. attack acc: the NN attack's "
            "balanced accuracy on the audit split, at the decision threshold chosen on held-out "
@@ -229,7 +242,7 @@ def loss_curves(workdir: Path, records: list[dict]) -> dict[str, dict]:
       # (older runs logged the objective only, which for plain training is the same).
       objective = [row["loss"] for row in rows]
       task = [row.get("cross_entropy", row["loss"]) for row in rows]
-      out[r["name"]] = {"group": _group(r), "seed": r.get("seed"),
+      out[r["name"]] = {"group": _group(r), "method": r["method"], "seed": r.get("seed"),
                         "step": [row["step"] for row in rows],
                         "cross_entropy": task,
                         "objective": objective if objective != task else None,
@@ -380,35 +393,71 @@ def _grid(n: int, width: float = 4.5, height: float = 3.6):
   return fig, list(axes.ravel()[:n])
 
 
-def _save(fig, path: Path) -> None:
-  fig.tight_layout()
+def _save(fig, path: Path, rect=(0, 0, 1, 1)) -> None:
+  fig.tight_layout(rect=rect)
   fig.savefig(path, dpi=110)
   _pyplot().close(fig)
 
 
+def added_terms(method: str, phase: str) -> str | None:
+  """What `method` adds to the cross-entropy in `phase`, named as the run's log lines name it:
+  ADMM's proximal term, Min-Max's adversarial term; None for plain training."""
+  terms = [name for name, present in (("proximal", phase == "admm"),
+                                      ("adversarial", "minmax" in method)) if present]
+  return "+".join(terms) or None
+
+
 def plot_loss(curves: dict[str, dict], path: Path) -> None:
+  """Per method, the training cross-entropy on its own axis; where the method adds terms to
+  its objective, those terms (objective - cross-entropy) in a panel of their own, whose scale
+  (ADMM's proximal term starts at ~20, Min-Max's is negative) would flatten the curves."""
   groups: dict[str, list[dict]] = {}
   for c in curves.values():
     groups.setdefault(c["group"], []).append(c)
-  fig, axes = _grid(len(groups))
-  shade = ("#f2f2f2", "#ffffff")
-  for ax, (name, cs) in zip(axes, groups.items()):
+  panels = [(name, cs, kind) for name, cs in groups.items() for kind in ("cross_entropy", "terms")
+            if kind == "cross_entropy" or any(c["objective"] is not None for c in cs)]
+  fig, axes = _grid(len(panels))
+  for ax, (name, cs, kind) in zip(axes, panels):
     for c in cs:
-      line, = ax.plot(c["step"], c["cross_entropy"],
-                      marker="." if len(c["step"]) < 30 else None, label=f"seed {c['seed']}")
-      if c["objective"] is not None:
-        ax.plot(c["step"], c["objective"], color=line.get_color(), linestyle="--",
-                linewidth=0.9, label=f"seed {c['seed']} objective")
-    # Phases from the first seed: every seed of a method runs the same phases.
-    for i, (phase, start, end) in enumerate(phase_spans(cs[0]["step"], cs[0]["phase"])):
-      ax.axvspan(start, end, color=shade[i % 2], zorder=0)
-      if start > 0:
-        ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
-      ax.text((start + end) / 2, 0.98, str(phase), transform=ax.get_xaxis_transform(),
-              ha="center", va="top", fontsize=8, color="dimgrey")
-    ax.set(title=name, xlabel="step", ylabel="training cross-entropy")
+      ys = c["cross_entropy"]
+      if kind == "terms":
+        objective = c["objective"] or ys
+        ys = [o - ce for o, ce in zip(objective, c["cross_entropy"])]
+      ax.plot(c["step"], ys, marker="." if len(c["step"]) < 30 else None,
+              label=f"seed {c['seed']}")
+    _mark_phases(ax, cs[0])
+    if kind == "terms":
+      ax.axhline(0, color="grey", linewidth=0.6)
+      ax.set(title=f"{name}: terms added to the objective\n"
+             f"{terms_summary(cs[0].get('method', name), cs[0]['phase'])}",
+             xlabel="step", ylabel="objective - cross-entropy")
+    else:
+      ax.set(title=name, xlabel="step", ylabel="training cross-entropy")
     ax.legend(fontsize=7, loc="best")
   _save(fig, path)
+
+
+def terms_summary(method: str, phases: list) -> str:
+  """Which term each phase adds, e.g. "adversarial (every phase), proximal (admm)"."""
+  order = list(dict.fromkeys(str(p) for p in phases))
+  where: dict[str, list[str]] = {}
+  for phase in order:
+    for term in (added_terms(method, phase) or "").split("+"):
+      if term:
+        where.setdefault(term, []).append(phase)
+  return ", ".join(f"{term} ({'every phase' if ps == order and len(ps) > 1 else ', '.join(ps)})"
+                   for term, ps in where.items()) or "none"
+
+
+def _mark_phases(ax, curve: dict) -> None:
+  """The phases of one curve (every seed of a method runs the same), shaded and named."""
+  shade = ("#f2f2f2", "#ffffff")
+  for i, (phase, start, end) in enumerate(phase_spans(curve["step"], curve["phase"])):
+    ax.axvspan(start, end, color=shade[i % 2], zorder=0)
+    if start > 0:
+      ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
+    ax.text((start + end) / 2, 0.98, str(phase), transform=ax.get_xaxis_transform(),
+            ha="center", va="top", fontsize=7, color="dimgrey")
 
 
 def plot_gap_vs_attack(points: dict[str, list[dict]], path: Path) -> None:
@@ -462,24 +511,52 @@ def plot_tradeoff(points: dict[str, list[dict]], path: Path) -> None:
   _save(fig, path)
 
 
+def roc_labels(curves: dict[str, dict]) -> tuple[dict[str, list[str]], str | None]:
+  """The legend entries of each ROC panel (attack display name, AUC, TPR at 0.1% FPR where
+  measured), and the one note the figure needs where some TPR@0.1% is not measured."""
+  from miajax import metrics  # pylint: disable=g-import-not-at-top
+  labels, unmeasured = {}, []
+  for name, c in curves.items():
+    labels[name] = []
+    for attack, a in c["attacks"].items():
+      low_tpr = a["tpr_at_fpr"]["0.001"]
+      if low_tpr is None:
+        unmeasured.append(c["non_members"])
+      labels[name].append(f"{ATTACK_NAMES.get(attack, attack)}: AUC {a['auc']:.3f}" + (
+          "" if low_tpr is None else f", TPR@0.1% {100 * low_tpr:.1f}%"))
+  note = None
+  if unmeasured:
+    note = (f"TPR at 0.1% FPR not shown where it is not measured: it takes "
+            f"{metrics.min_nonmembers(0.001):,} audited non-members (here {min(unmeasured):,})")
+  return labels, note
+
+
 def plot_roc(curves: dict[str, dict], path: Path) -> None:
+  """Log-log ROC curves (the low-FPR corner spread out, Carlini et al. 2022), one panel per
+  method, the legend below each panel so that no text covers the curves."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  fig, axes = _grid(len(curves), width=4.2, height=4.0)
+  labels, note = roc_labels(curves)
+  most = max(len(c["attacks"]) for c in curves.values())
+  fig, axes = _grid(len(curves), width=4.6, height=4.2 + 0.17 * most)
+  colours = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
   for ax, (name, c) in zip(axes, curves.items()):
     # Below one non-member (or member) the rates are not measured: that is the plot's floor.
     low = 1.0 / max(min(c["members"], c["non_members"]), 1)
-    for attack, a in c["attacks"].items():
+    for i, (a, label) in enumerate(zip(c["attacks"].values(), labels[name])):
       fpr, tpr = np.asarray(a["fpr"]), np.asarray(a["tpr"])
-      low_tpr = a["tpr_at_fpr"]["0.001"]
-      ax.plot(np.maximum(fpr, low / 2), np.maximum(tpr, low / 2),
-              label=f"{attack} AUC {a['auc']:.3f}, TPR@0.1% " + (
-                  "not measured" if low_tpr is None else f"{100 * low_tpr:.1f}%"))
-    ax.plot([low / 2, 1], [low / 2, 1], color="grey", linestyle=":", linewidth=0.8)
+      ax.plot(np.maximum(fpr, low / 2), np.maximum(tpr, low / 2), label=label,
+              color=colours[i % len(colours)], linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+              marker=_MARKERS[i % len(_MARKERS)], markevery=0.12, markersize=4,
+              linewidth=1.2)
+    ax.plot([low / 2, 1], [low / 2, 1], color="grey", linestyle=":", linewidth=0.8,
+            label="chance")
     ax.set(xscale="log", yscale="log", xlim=(low / 2, 1), ylim=(low / 2, 1),
            xlabel="false positive rate", ylabel="true positive rate",
            title=f"{name} (seed {c['seed']}, audit split)")
-    ax.legend(fontsize=7, loc="upper left")
-  _save(fig, path)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+  if note:
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8, color="dimgrey")
+  _save(fig, path, rect=(0, 0.03 if note else 0, 1, 1))
 
 
 def plot_weights(hists: dict[str, dict], path: Path) -> None:
@@ -540,7 +617,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   out = Path(out) if out is not None else workdir / "report"
   _prepare_out(out)
 
-  notes: list[str] = []
+  notes: list[str] = results.synthetic_banner(records)   # printed with the report, too
   comp = compression(records)
   dp = dp_rows(records)
   text = markdown(workdir, records, comp, dp)
@@ -572,6 +649,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
 
   report = {
       "workdir": str(workdir), "out": str(out), "trials": [r["name"] for r in records],
+      "synthetic": any(bool(r.get("synthetic")) for r in records),
       "table1": comparison(records), "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
       "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,

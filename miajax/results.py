@@ -33,7 +33,10 @@ EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_samplin
                 # The headline: the strongest attack chosen on split 0 alone (its name and
                 # every candidate's split-0 AUC), with its numbers on the audit split.
                 "headline_attack", "headline_auc", "headline_accuracy", "headline_tpr_at_fpr",
-                "headline_selection")
+                "headline_selection",
+                # True where a :smoke run trained on synthetic stand-ins (miajax.data.synthetic);
+                # `dataset` then reads "NAME (synthetic)". Absent for real data.
+                "synthetic")
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -134,6 +137,19 @@ SEEDS_CAPTION = ("±: 95% t-interval over the seeds (training randomness only: a
                  "share one membership split and one audit set)")
 BOOTSTRAP_CAPTION = ("[lo,hi]: one trial; 95% stratified bootstrap interval over its audit "
                      "examples (which examples were audited, not training randomness)")
+# What the short headers mean, below every table (the LiRA line where its columns are).
+LEGEND = (
+    "chance: 50% attack acc, 0.500 AUC. attack acc/AUC: the NN attack (attack.kind) on the "
+    "audit split",
+    "loss AUC: a global loss-threshold attack's AUC. nonzero: nonzero prunable weights (conv "
+    "and dense kernels)",
+    "best attack AUC: the audit-split AUC of the attack strongest on split 0 alone, named: nn "
+    "(the NN attack),",
+    "  loss/confidence/entropy/logit (one global threshold on that score), *_class (one per "
+    "class)",
+)
+LIRA_LEGEND = ("LiRA/RMIA: online attacks on the target (model 0), the run's other models its "
+               "shadows; TPR@0.1%: at 0.1% FPR")
 
 
 def names(values: Iterable[str | None]) -> str | None:
@@ -158,6 +174,15 @@ def _fmt(mean, half, kind, bounds=None) -> str:
   return text if half is None else f"{text}±{format(half * scale, spec)}"
 
 
+def synthetic_banner(records: Sequence[dict]) -> list[str]:
+  """The line that heads every table of a run on synthetic stand-ins; none for real data."""
+  fake = sorted({r["dataset"] for r in records if r.get("synthetic")})
+  if not fake:
+    return []
+  return [f"SYNTHETIC DATA ({', '.join(fake)}): a :smoke check of the code path; these "
+          "numbers say nothing about the real dataset"]
+
+
 def table(records: Sequence[dict]) -> str:
   """The paper's Table 1/2-style comparison: one row per method, the mean and 95% t-interval
   over its trials (seeds) of every metric; in a LiRA run the row's trials are the target and
@@ -165,7 +190,9 @@ def table(records: Sequence[dict]) -> str:
 
   A row with a single trial has no interval over seeds; its attack columns show the trial's
   bootstrap interval over audit examples (`BOOTSTRAP`) where the record has one. Lines below
-  the table say what each kind of interval covers.
+  the table say what each kind of interval covers, then what the columns mean (`LEGEND`,
+  chance included); a line above it says SYNTHETIC where the run trained on synthetic
+  stand-ins.
   """
   groups: dict[str, list[dict]] = {}
   for r in records:
@@ -190,6 +217,8 @@ def table(records: Sequence[dict]) -> str:
   lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
                      enumerate(zip(row, widths))) for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
+  lines = synthetic_banner(records) + lines
   lines += [SEEDS_CAPTION] if "seeds" in shown else []
   lines += [BOOTSTRAP_CAPTION] if "bootstrap" in shown else []
+  lines += LEGEND + ((LIRA_LEGEND,) if columns != COLUMNS else ())
   return "\n".join(lines)

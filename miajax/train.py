@@ -32,6 +32,7 @@ from miajax import lira
 from miajax import logs as logs_lib
 from miajax import methods
 from miajax import models
+from miajax import progress as progress_lib
 from miajax import pruning
 from miajax import results
 from miajax import selection
@@ -55,6 +56,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   workdir = Path(workdir)
   config_lib.validate(config)
   data = pipeline.load(config)
+  if data.synthetic:
+    config = config_lib.with_synthetic(config)   # recorded in config.json, checked on resume
   split = splits_lib.make(config.seed, data.num_examples("train"), data.num_examples("test"),
                           config.data.train_size)
   trials = trials_lib.make(config)
@@ -118,8 +121,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     strategy = steps.default_strategy()
   done = {r["name"]: r for r in results.load(workdir)}
   stacks = trials_lib.groups(trials)
-  progress = _Progress({m: len(g) * methods.total_steps(m, config, steps_per_epoch)
-                        for m, g in stacks.items()})
+  progress = progress_lib.Progress({m: progress_lib.Stack(
+      len(g), methods.phase_steps(m, config, steps_per_epoch)) for m, g in stacks.items()})
   with _stop_on_signals() as stop:
     for method, group in stacks.items():
       records = _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
@@ -141,31 +144,6 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     print(f"\nresults: {(workdir / 'results.json').absolute()} (and results.csv); tables and "
           f"figures: python -m miajax.report {workdir}", flush=True)
   return final
-
-
-@dataclasses.dataclass
-class _Progress:
-  """Where the run is, for its log lines: which stack of how many, and an ETA for the whole
-  run from the trial-steps still to train at the rate this process has trained so far."""
-  totals: dict[str, int]                 # method -> trials x steps of its stack
-  done: dict[str, int] = dataclasses.field(default_factory=dict)
-  trained: int = 0                       # trial-steps trained by this process...
-  seconds: float = 0.0                   # ...in this many seconds
-
-  def label(self, method: str) -> str:
-    return f"[{list(self.totals).index(method) + 1}/{len(self.totals)} {method}]"
-
-  def advance(self, method: str, trial_steps: int, seconds: float | None = None) -> None:
-    """Counts trial-steps as done; with `seconds`, as trained here (restored ones have none)."""
-    self.done[method] = self.done.get(method, 0) + trial_steps
-    if seconds is not None:
-      self.trained += trial_steps
-      self.seconds += seconds
-
-  def eta(self) -> str:
-    left = sum(self.totals.values()) - sum(self.done.values())
-    return _hms(left * self.seconds / self.trained) if self.trained else "?"
-
 
 
 @contextlib.contextmanager
@@ -204,6 +182,7 @@ def _is_writer() -> bool:
 
 def _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
                steps_per_epoch, done, lira_keep=None, stop=(), progress=None):
+  t_setup = time.time()
   names = [t.name for t in group]
   model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
   tx = steps.optimizer(config)
@@ -218,13 +197,15 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
              for t, m in zip(group, members)]
   recipe = recipes[0]
   total = recipe.total_steps
-  progress = progress or _Progress({method: len(group) * total})
+  progress = progress or progress_lib.Progress(
+      {method: progress_lib.Stack(len(group), tuple(p.steps for p in recipe.phases))})
   where = progress.label(method)
   if all(done.get(n, {}).get("step") == total for n in names):
     logging.info("%s all %s finished earlier; keeping their results", where,
                  _count(len(names), "trial"))
-    progress.advance(method, len(names) * total)
+    progress.finished_earlier(method)
     return [done[n] for n in names]
+  logging.info("%s", progress.setting_up(method))
 
   # ---------------------------------------------------------------- mesh
   mesh = _mesh(len(group), config.data.batch_size, strategy)
@@ -253,18 +234,20 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
     state = restored
     logging.info("%s resumed %s at step %d of %d", where, _count(len(group), "trial"), start,
                  total)
-  progress.advance(method, len(group) * start)
+  progress.restored(method, start)
   logs = logs_lib.TrialLogs(workdir, names, start, writer=_is_writer())
   if recipe.example_loss is not None and jax.device_count() > 1 and start < total:
     _check_per_example_grads(recipe.example_loss, state, mesh, strategy, data)
 
   # ---------------------------------------------------------------- phases
   t0 = time.time()
+  progress.was_set_up(method, t0 - t_setup)
   seeds = trials_lib.seeds(group)
   begin = 0
-  for phase in recipe.phases:
+  for k, phase in enumerate(recipe.phases):
     end = begin + phase.steps
     if start < end:
+      logging.info("%s", progress.compiling(method, k, phase.name, time.time()))
       if start == begin and phase.enter is not None:
         enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), strategy)
         state = enter(state, hp)[0]
@@ -292,16 +275,17 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
 
   # ---------------------------------------------------------------- evaluation
   t_audit = time.time()
-  logging.info("%s trained; auditing %s (%s)", where, _count(len(group), "trial"),
+  logging.info("%s trained; auditing %s (%s; about %s)", where, _count(len(group), "trial"),
                "LiRA and RMIA" if lira_keep is not None else
                "attack model, threshold attacks" + (", selection folds" if any(
-                   t.values for t in group) else ""))
+                   t.values for t in group) else ""),
+               progress_lib.seconds(progress.audit_estimate(method)))
   eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
   if lira_keep is not None:
     records = _lira_records(config, workdir, method, group, state, data, split, eval_fn,
                             eval_sharding, lira_keep, total, t0, recipes)
     ckpt.close()
-    return records
+    return _audited(workdir, where, method, records, progress, time.time() - t_audit)
   outs = {}   # one evaluation of the stack per distinct split
   wall = time.time() - t0
   records = []
@@ -324,7 +308,7 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
     if _is_writer():
       evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
     records.append(results.record(
-        name=t.name, method=method, dataset=config.data.name, model=config.model.name,
+        name=t.name, method=method, **data.record_fields, model=config.model.name,
         seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
         test_accuracy=float(test_acc[k]), wall_seconds=wall,
         checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
@@ -332,8 +316,15 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
         split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed, **fields,
         **recipes[k].report))
   ckpt.close()
-  logging.info("%s audited in %.0f s; run ETA %s", where, time.time() - t_audit,
-               progress.eta())
+  return _audited(workdir, where, method, records, progress, time.time() - t_audit)
+
+
+def _audited(workdir, where, method, records, progress, seconds):
+  """The stack's audit is done: its time counted, its numbers in TensorBoard, a log line."""
+  progress.audited_in(method, seconds)
+  if _is_writer():
+    logs_lib.write_audit(workdir, records)
+  logging.info("%s audited in %.0f s; run ETA %s", where, seconds, progress.eta())
   return records
 
 
@@ -380,7 +371,7 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
   for k, t in enumerate(group):
     own = keep[t.lira_model]
     records.append(results.record(
-        name=t.name, method=method, dataset=config.data.name, model=config.model.name,
+        name=t.name, method=method, **data.record_fields, model=config.model.name,
         seed=t.seed, step=total,
         train_accuracy=float((pool_logits[k].argmax(-1) == pool_labels)[own].mean()),
         test_accuracy=float((audit_logits[k].argmax(-1) == audit_labels).mean()),
@@ -391,7 +382,7 @@ def _lira_records(config, workdir, method, group, state, data, split, eval_fn, s
 
 
 def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_sharding,
-                 ckpt, begin, start, end, total, strategy, stop=(), progress=None):
+                 ckpt, begin, start, end, total, strategy, stop, progress):
   step_fn = steps.lift(phase.step, strategy)
   periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
   log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
@@ -400,7 +391,6 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
   # XLA:CPU's in-process collectives deadlock with many multi-device programs in flight:
   # there, wait for the step before last (accelerators keep the queue unbounded).
   bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
-  progress = progress or _Progress({method: len(names) * total})
   where = progress.label(method)
   # The objective's terms beyond the cross-entropy, named for the log line.
   extra = "+".join(name for name, present in (
@@ -411,6 +401,11 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
   for step in range(start, end):
     batch = pipeline.place(next(batches), batch_sharding.mesh)
     state, metrics = step_fn(state, batch, hp)
+    if step == start:
+      # The first step compiles: its time is the phase's compile, not its training rate.
+      jax.block_until_ready(metrics)
+      t_window = t_printed = time.time()
+      logging.info("%s", progress.compiled(t_window))
     window.append(metrics)
     if bounded and len(window) > 2:
       jax.block_until_ready(window[-3])
@@ -427,7 +422,7 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
                for k in window[0]}          # per trial, over the window
       _check_finite(means, names, done, phase.name)
       now = time.time()
-      progress.advance(method, len(window) * len(names), now - t_window)
+      progress.trained(method, len(window), now - t_window)
       logs.append(done, phase.name, means,
                   {"examples_per_s": len(window) * examples / max(now - t_window, 1e-9)})
       window, t_window = [], now
@@ -438,7 +433,7 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
         logging.info("%s %s step %d/%d  loss %.4f%s  acc %.3f%s  %.0f ex/s  ETA %s (run %s)",
                      where, phase.name, done, total, loss, terms,
                      float(means["accuracy"].mean()), residual, rate,
-                     _hms((total - done) * examples / rate), progress.eta())
+                     progress_lib.hms((total - done) * examples / rate), progress.eta())
         printed, t_printed = done, now
     preempted = (jax.process_count() > 1 and
                  multihost_utils.reached_preemption_sync_point(done))
@@ -538,13 +533,6 @@ def _check_finite(means, names, step, phase):
 
 def _count(n: int, noun: str) -> str:
   return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _hms(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  s = int(seconds)
-  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _check_workdir(workdir: str | Path) -> None:

@@ -42,3 +42,28 @@ def test_a_resume_drops_what_came_after_its_checkpoint(tmp_path):
   steps = [json.loads(l)["step"] for l in (tmp_path / "t" / "metrics.jsonl").read_text()
            .splitlines()]
   assert steps == [10, 20, 30]
+
+
+def test_the_audit_reaches_tensorboard_at_the_final_step_beside_the_curves(tmp_path):
+  (tmp_path / "t").mkdir()
+  run = logs.TrialLogs(tmp_path, ["t"], start=0)
+  run.append(30, "train", {"loss": np.array([0.5])})
+  run.close()
+  record = {"name": "t", "step": 30, "test_accuracy": 0.81, "train_accuracy": 0.99,
+            "weights_nonzero": 1234, "attack_auc": 0.61, "attack_accuracy": 0.57,
+            "headline_auc": 0.64, "headline_accuracy": 0.6, "dp_epsilon": None,
+            "threshold_attacks": {"loss": {"auc": 0.58, "accuracy": 0.55},
+                                  "loss_class": {"auc": 0.63, "accuracy": 0.59}},
+            "lira": {"online": {"auc": 0.7}, "rmia_online": {"auc": 0.69},
+                     "rmia_gamma": 2.0}}
+  logs.write_audit(tmp_path, [record])
+  scalars = logs.read_scalars(tmp_path / "t")
+  assert scalars["train/loss"] == [(30, 0.5)]
+  audit = {tag: points for tag, points in scalars.items() if tag != "train/loss"}
+  assert set(audit) == {
+      "eval/test_accuracy", "eval/train_accuracy", "eval/weights_nonzero", "audit/nn_auc",
+      "audit/nn_accuracy", "audit/headline_auc", "audit/headline_accuracy", "audit/loss_auc",
+      "audit/loss_accuracy", "audit/loss_class_auc", "audit/loss_class_accuracy",
+      "audit/lira_online_auc", "audit/rmia_online_auc"}      # no epsilon: not computed
+  assert audit["eval/test_accuracy"] == [(30, pytest.approx(0.81))]
+  assert audit["audit/headline_auc"] == [(30, pytest.approx(0.64))]

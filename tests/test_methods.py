@@ -239,6 +239,7 @@ def test_total_steps_is_known_before_the_recipe_is_built(method):
   built = methods.recipe(method, config, model, tx, steps_per_epoch=7, num_classes=10,
                          num_members=640)
   assert methods.total_steps(method, config, 7) == built.total_steps > 0
+  assert methods.phase_steps(method, config, 7) == tuple(p.steps for p in built.phases)
 
 
 def _tree_get(tree, path):

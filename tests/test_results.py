@@ -68,8 +68,9 @@ def test_table_says_what_each_interval_covers():
   assert "0.502 [0.580,0.625]" in rows["dp"] and "0.510 [0.550,0.600]" in rows["dp"]
   # One seed without intervals (an older record): the value alone.
   assert "55.00" in rows["pruning"] and "±" not in rows["pruning"] and "[" not in rows["pruning"]
-  captions = lines[5:]
+  captions = lines[5:7]
   assert captions == [results.SEEDS_CAPTION, results.BOOTSTRAP_CAPTION]
+  assert lines[7:] == list(results.LEGEND)
   assert "over the seeds" in captions[0] and "training randomness only" in captions[0]
   assert "one membership split" in captions[0]
   assert "bootstrap" in captions[1] and "audit examples" in captions[1]
@@ -77,9 +78,24 @@ def test_table_says_what_each_interval_covers():
 
 def test_table_captions_only_what_it_shows():
   one = [_attack_record("baseline-seed0", "baseline", 0, 0.6, 0.61, 0.58)]
-  assert len(results.table(one).splitlines()) == 3          # header, rule, row: no interval
+  # header, rule, row, no interval: the legend alone
+  assert results.table(one).splitlines()[3:] == list(results.LEGEND)
   two = one + [_attack_record("baseline-seed1", "baseline", 1, 0.62, 0.63, 0.59)]
-  assert results.table(two).splitlines()[3:] == [results.SEEDS_CAPTION]
+  assert results.table(two).splitlines()[3:] == [results.SEEDS_CAPTION, *results.LEGEND]
+
+
+def test_table_legend_says_what_chance_is_and_what_the_short_headers_mean():
+  one = [_attack_record("baseline-seed0", "baseline", 0, 0.6, 0.61, 0.58)]
+  legend = "\n".join(results.table(one).splitlines()[3:])
+  assert "chance: 50% attack acc, 0.500 AUC" in legend
+  assert "NN attack" in legend
+  assert "loss AUC: a global loss-threshold attack's AUC" in legend
+  assert "nonzero: nonzero prunable weights" in legend
+  assert "best attack AUC: the audit-split AUC of the attack strongest on split 0" in legend
+  assert "LiRA" not in legend                     # no LiRA columns, no LiRA line
+  lira = [dict(one[0], lira={"online": {"auc": 0.6, "tpr_at_fpr": {"0.001": 0.01}}})]
+  assert results.table(lira).splitlines()[-1] == results.LIRA_LEGEND
+  assert max(len(line) for line in results.LEGEND + (results.LIRA_LEGEND,)) <= 110
 
 
 def test_new_attack_fields_are_in_the_schema():

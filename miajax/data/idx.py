@@ -16,7 +16,7 @@ import struct
 import numpy as np
 import tensorflow_datasets as tfds
 
-from miajax.errors import UserError
+from miajax.errors import NotPrepared, UserError
 
 # The four files of the IDX distribution, per split.
 FILES = {
@@ -106,14 +106,17 @@ def missing_dir_message(name: str, manual_dir, state: str = "does not exist") ->
 
 
 def check_manual_dir(name: str, manual_dir) -> None:
-  """Raises UserError unless `manual_dir` holds the four IDX files."""
-  if manual_dir is None or not os.path.isdir(os.fspath(manual_dir)):
-    raise UserError(missing_dir_message(name, manual_dir))
+  """Raises NotPrepared unless `manual_dir` holds the four IDX files."""
+  value = None if manual_dir is None else os.fspath(manual_dir)
+  reason = f"has no IDX files in data.manual_dir={value!r}"
+  if value is None or not os.path.isdir(value):
+    raise NotPrepared(missing_dir_message(name, manual_dir), reason)
   missing = [f for pair in FILES.values() for f in pair
-             if not os.path.isfile(os.path.join(os.fspath(manual_dir), f))]
+             if not os.path.isfile(os.path.join(value, f))]
   if missing:
-    raise UserError(f"data.manual_dir={os.fspath(manual_dir)!r} lacks {', '.join(missing)}; "
-                    f"{name} needs the four standard IDX .gz files there{_where(name)}")
+    raise NotPrepared(f"data.manual_dir={value!r} lacks {', '.join(missing)}; "
+                      f"{name} needs the four standard IDX .gz files there{_where(name)}",
+                      reason)
 
 
 class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -18,10 +18,12 @@ from typing import Any, Iterator
 import grain
 import jax
 import numpy as np
+from absl import logging
 from PIL import Image
 
 from miajax.data import sources as sources_lib
-from miajax.errors import UserError
+from miajax.data import synthetic
+from miajax.errors import NotPrepared, UserError
 
 # Per-channel mean and std of the train split, on the [0, 1] scale.
 _STATS = {
@@ -44,6 +46,14 @@ class Data:
   test: Any
   augment: bool
   image_size: int     # ImageNet crop; other datasets keep their stored geometry
+  synthetic: bool = False   # stand-in images (miajax.data.synthetic), not the dataset
+
+  @property
+  def record_fields(self) -> dict[str, Any]:
+    """What every result record says of its data: SYNTHETIC stand-ins are marked twice."""
+    if self.synthetic:
+      return {"dataset": f"{self.name} (synthetic)", "synthetic": True}
+    return {"dataset": self.name}
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
@@ -74,12 +84,37 @@ class Data:
 
 
 def load(config) -> Data:
-  src = sources_lib.load(config.data.name, config.data.dir, config.data.manual_dir)
+  src = _sources(config)
   train, test = src.train, src.test
   if config.data.name in _IN_MEMORY:
     train, test = sources_lib.to_arrays(train), sources_lib.to_arrays(test)
   return Data(name=config.data.name, num_classes=src.num_classes, train=train, test=test,
-              augment=bool(config.data.augment), image_size=int(config.data.image_size))
+              augment=bool(config.data.augment), image_size=int(config.data.image_size),
+              synthetic=src.synthetic)
+
+
+def _sources(config) -> sources_lib.Sources:
+  """The dataset; synthetic images where asked, or for a `:smoke` run whose data is missing.
+
+  Only a smoke config falls back (validation refuses data.synthetic without it): any other run
+  stops at the one-line error that says how to prepare the data.
+  """
+  name = config.data.name
+  if config.data.synthetic:
+    src = synthetic.load(name, config.data.train_size)
+    logging.warning("data: data.synthetic=True: this run uses %s in place of %s",
+                    synthetic.describe(src), name)
+    return src
+  try:
+    return sources_lib.load(name, config.data.dir, config.data.manual_dir)
+  except NotPrepared as e:
+    if not config.smoke:
+      raise
+    src = synthetic.load(name, config.data.train_size)
+    logging.warning("data: %s %s; this :smoke run uses %s instead: it checks the code path, "
+                    "its numbers say nothing about %s", name, e.reason,
+                    synthetic.describe(src), name)
+    return src
 
 
 def normalise(images: np.ndarray, name: str) -> np.ndarray:

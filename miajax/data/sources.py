@@ -23,7 +23,7 @@ from absl import logging
 
 from miajax.data import digits
 from miajax.data import idx
-from miajax.errors import UserError
+from miajax.errors import NotPrepared, UserError
 
 NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 
@@ -97,6 +97,7 @@ class Sources:
     num_classes: number of labels.
     image_shape: (H, W, C) as stored; (None, None, 3) where sizes vary (ImageNet).
     name: the dataset's name, one of `NAMES`.
+    synthetic: True for `miajax.data.synthetic`'s stand-in images, never the dataset itself.
   """
 
   train: Any
@@ -104,6 +105,7 @@ class Sources:
   num_classes: int
   image_shape: tuple[int | None, int | None, int]
   name: str
+  synthetic: bool = False
 
 
 def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> Sources:
@@ -114,10 +116,12 @@ def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) 
     data_dir: TFDS data dir; None means TFDS's default ($TFDS_DATA_DIR, else
       ~/tensorflow_datasets).
     manual_dir: directory of the IDX `.gz` files for `mnist` (required on first use) and
-      `fashion_mnist` (default /usr/share/datasets/fashion-mnist); ignored otherwise.
+      `fashion_mnist` (default /usr/share/datasets/fashion-mnist); for `imagenet2012`, only
+      named in the error that says how to prepare it; ignored otherwise.
 
   Raises:
-    UserError: unknown name, missing local files, or a stock dataset not prepared in data_dir.
+    NotPrepared: missing local files, or a stock dataset not prepared in data_dir.
+    UserError: unknown name, or a prepared dataset that cannot be read.
   """
   if name not in NAMES:
     raise UserError(f"data.name={name!r} is not a known dataset; allowed: {', '.join(NAMES)}")
@@ -126,7 +130,7 @@ def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) 
   if name in _OURS:
     train, test, info = _load_ours(name, data_dir, manual_dir)
   else:
-    train, test, info = _load_stock(name, data_dir)
+    train, test, info = _load_stock(name, data_dir, manual_dir)
   return Sources(
       train=Records(train),
       test=Records(test),
@@ -182,7 +186,22 @@ def prepare_ours(name: str, data_dir: str | None = None, manual_dir: str | None 
   return os.fspath(_OURS[name](data_dir=data_dir).data_path)
 
 
-def _load_stock(name: str, data_dir: str):
+def not_prepared_message(name: str, data_dir: str, manual_dir: str | None = None) -> str:
+  """The one-line error for a stock dataset missing from `data_dir`: how to prepare it."""
+  if name == "imagenet2012":
+    # TFDS cannot download ImageNet: the two tar files must be fetched by hand.
+    tars = manual_dir or "TARS"
+    how = (f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from image-net.org) in "
+           f"{tars} and prepare it first (needs TensorFlow and hours): python -m "
+           f"miajax.data.prepare imagenet2012 --data_dir={data_dir} --manual_dir={tars}")
+  else:
+    how = (f"prepare it first (needs network and TensorFlow): python -m miajax.data.prepare "
+           f"{name} --data_dir={data_dir}")
+  return (f"data.name={name!r} is not prepared in data.dir={data_dir!r}; {how} "
+          "(a :smoke config runs without it, on SYNTHETIC images)")
+
+
+def _load_stock(name: str, data_dir: str, manual_dir: str | None = None):
   test_split = _STOCK_TEST_SPLIT[name]
   try:
     # download=False: preparing is a separate, explicit step (it needs network).
@@ -192,10 +211,10 @@ def _load_stock(name: str, data_dir: str):
     # Reading first and diagnosing after keeps `tfds.testing.mock_data` working, which
     # fakes the read but not the files a check beforehand would look for.
     builder = tfds.builder(name, data_dir=data_dir)
-    command = f"python -m miajax.data.prepare {name} --data_dir={data_dir}"
     if not builder.is_prepared():
-      raise UserError(f"data.name={name!r} is not prepared in data.dir={data_dir!r}; "
-                      f"prepare it first (needs network and TensorFlow): {command}") from None
+      raise NotPrepared(not_prepared_message(name, data_dir, manual_dir),
+                        f"is not prepared in {data_dir}") from None
+    command = f"python -m miajax.data.prepare {name} --data_dir={data_dir}"
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise UserError(f"data.name={name!r} in data.dir={data_dir!r} cannot be read as "
                     f"array_record ({reason}); prepare it again with: {command}") from e

@@ -5,15 +5,24 @@ field exists under the same name everywhere and `--config.x=y` can override any 
 """
 
 import copy
+import functools
 import math
 
 import ml_collections
 
 from miajax.errors import UserError
 
-METHODS = ("baseline", "pruning", "minmax", "pruning_minmax", "dp")
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "vmap", "map", "loop")
+
+
+def __getattr__(name: str):
+  # METHODS: the registered defences' names (miajax/defences/), read when asked for, since
+  # the defences import this module.
+  if name == "METHODS":
+    from miajax import defences  # pylint: disable=g-import-not-at-top
+    return defences.NAMES
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -54,33 +63,17 @@ def base() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0
 
   c.train = ml_collections.ConfigDict()
-  c.train.epochs = 300.0       # baseline, minmax and dp; App. C
+  c.train.epochs = 300.0       # defences of one train phase (baseline, minmax, dp); App. C
   c.train.log_every = 50       # steps between progress lines
   c.train.metrics_every = 10   # steps between curve points (metrics.jsonl, TensorBoard, NaN
                                # checks); at most log_every
   c.train.checkpoint_every = 500
   c.train.strategy = "auto"    # how trials execute: vmap, map, loop; auto: loop on CPU, else vmap
 
-  c.pruning = ml_collections.ConfigDict()
-  c.pruning.keep = "paper"     # "paper", overall fraction, "uniform:F", "a,b,c", "fc1=0.1,..."
-  c.pruning.pretrain_epochs = 200.0
-  c.pruning.retrain_epochs = 50.0
-
-  c.admm = ml_collections.ConfigDict()
-  c.admm.epochs = 50.0
-  c.admm.rho = 1e-3
-  c.admm.rho_growth = 1.0      # rho *= growth at each Z/U update (1.0: fixed rho)
-  c.admm.update_every = 100    # steps between Z-projections and dual updates
-
-  c.minmax = ml_collections.ConfigDict()
-  c.minmax.gamma = 1.0
-  c.minmax.k = 1               # attack-model steps per classifier step
-  c.minmax.attack_learning_rate = 1e-5  # App. D
-
-  c.dp = ml_collections.ConfigDict()
-  c.dp.epsilon = 6.28          # the paper's MNIST setting
-  c.dp.delta = 1e-5
-  c.dp.clip_norm = 1.0
+  # Each defence's own sections (pruning, admm, minmax, dp, ...), declared in its module.
+  from miajax import defences  # pylint: disable=g-import-not-at-top
+  for section, fields in defences.sections().items():
+    c[section] = ml_collections.ConfigDict(fields)
 
   c.attack = ml_collections.ConfigDict()
   c.attack.kind = "nasr"       # "one_layer" for the CIFAR-10 CNN row
@@ -98,10 +91,8 @@ def base() -> ml_collections.ConfigDict:
   # trial per grid point (or per zipped point, mode="zip") and seed, one stack per method.
   c.sweep = ml_collections.ConfigDict()
   c.sweep.mode = "grid"
-  c.sweep.keep = ()
-  c.sweep.rho = ()
-  c.sweep.gamma = ()
-  c.sweep.epsilon = ()
+  for key in defences.sweeps():   # keep, rho, gamma, epsilon, ...: the defences' sweep keys
+    c.sweep[key] = ()
 
   # Algorithm 1's choice among a swept method's configurations: the smallest attack gain,
   # measured by cross-validation on split 0 (never the audit split); also the smallest under
@@ -202,6 +193,7 @@ def with_synthetic(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Rejects values no run can use, before anything touches the workdir."""
+  from miajax import defences  # pylint: disable=g-import-not-at-top
   from miajax import models  # pylint: disable=g-import-not-at-top
   from miajax.data import sources  # pylint: disable=g-import-not-at-top
 
@@ -213,8 +205,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise UserError(f"{field}={value!r} is not allowed; allowed: {allowed}")
 
   methods = tuple(c.methods) if not isinstance(c.methods, str) else (c.methods,)
-  need(len(methods) > 0 and all(m in METHODS for m in methods), "methods",
-       "a non-empty subset of " + ", ".join(METHODS))
+  need(len(methods) > 0 and all(m in defences.NAMES for m in methods), "methods",
+       "a non-empty subset of " + ", ".join(defences.NAMES))
   seeds = c.seeds if not isinstance(c.seeds, int) else (c.seeds,)
   need(len(seeds) > 0 and len(set(seeds)) == len(seeds) and
        all(isinstance(s, int) and s >= 0 for s in seeds), "seeds",
@@ -228,19 +220,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.data.batch_size > 0, "data.batch_size", "a positive integer")
   need(c.data.eval_batch_size > 0, "data.eval_batch_size", "a positive integer")
   need(c.optimizer.name in OPTIMIZERS, "optimizer.name", ", ".join(OPTIMIZERS))
-  need(_finite_positive(c.optimizer.learning_rate), "optimizer.learning_rate",
+  need(finite_positive(c.optimizer.learning_rate), "optimizer.learning_rate",
        "a finite number > 0")
   need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0")
-  for field in ("train.epochs", "pruning.pretrain_epochs", "admm.epochs",
-                "pruning.retrain_epochs"):
-    section, key = field.split(".")
-    need(math.isfinite(c[section][key]) and c[section][key] >= 0, field, "a number >= 0")
+  registered = [defences.get(name) for name in defences.NAMES]
+  epochs = functools.partial(defences.field_value, c)
+  for field in dict.fromkeys(f for d in registered for _, f in d.phases):
+    need(math.isfinite(epochs(field)) and epochs(field) >= 0, field, "a number >= 0")
   # A method that trains 0 steps would audit its untrained initialisation.
-  if set(methods) - {"pruning", "pruning_minmax"}:
-    need(c.train.epochs > 0, "train.epochs", "a number > 0 (0 trains nothing)")
-  if set(methods) & {"pruning", "pruning_minmax"}:
-    need(c.pruning.pretrain_epochs + c.admm.epochs + c.pruning.retrain_epochs > 0,
-         "pruning.retrain_epochs", "pretrain, ADMM and retraining epochs adding up to > 0")
+  for fields in dict.fromkeys(tuple(f for _, f in defences.get(m).phases) for m in methods):
+    if len(fields) == 1:
+      need(epochs(fields[0]) > 0, fields[0], "a number > 0 (0 trains nothing)")
+    else:
+      need(sum(map(epochs, fields)) > 0, fields[-1], " + ".join(fields) + " adding up to > 0")
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
   need(c.train.metrics_every > 0, "train.metrics_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")
@@ -249,16 +241,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.select.folds >= 2, "select.folds", "an integer >= 2")
   need(0 <= c.select.max_accuracy_drop <= 1, "select.max_accuracy_drop",
        "a fraction in [0, 1], e.g. 0.01 for one point")
-  need(c.admm.rho >= 0, "admm.rho", "a number >= 0")
-  need(c.admm.rho_growth >= 1.0, "admm.rho_growth", "a number >= 1")
-  need(c.admm.update_every > 0, "admm.update_every", "a positive integer")
-  need(c.minmax.gamma >= 0, "minmax.gamma", "a number >= 0")
-  need(c.minmax.k > 0, "minmax.k", "a positive integer")
-  need(_finite_positive(c.minmax.attack_learning_rate), "minmax.attack_learning_rate",
-       "a finite number > 0")
-  need(_finite_positive(c.dp.epsilon), "dp.epsilon", "a finite number > 0")
-  need(0 < c.dp.delta < 1, "dp.delta", "a number in (0, 1)")
-  need(_finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
+  # Each defence checks its own sections (every run's config holds them all) and, when the
+  # run trains it, what only matters then.
+  for d in registered:
+    if d.validate is not None:
+      d.validate(c, need, d.name in methods)
   need(c.attack.kind in ("nasr", "one_layer"), "attack.kind", "nasr, one_layer")
   need(c.attack.features in ("log_losses", "log_probs", "probs"), "attack.features",
        "log_losses, log_probs, probs")
@@ -274,15 +261,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.attack.epochs >= 0, "attack.epochs", "an integer >= 0")
   need(c.attack.batch_size > 0, "attack.batch_size", "a positive integer")
   need(c.attack.bootstrap_replicates >= 10, "attack.bootstrap_replicates", "an integer >= 10")
-  need(_finite_positive(c.attack.learning_rate), "attack.learning_rate", "a finite number > 0")
-  if any(m in ("pruning", "pruning_minmax") for m in methods):
-    parse_keep(c.pruning.keep)
-  if "dp" in methods and c.model.norm == "batch" and c.model.name not in ("lenet5", "cnn4"):
-    raise UserError("model.norm='batch' cannot train with DP-SGD (batch statistics mix "
-                    "examples); allowed with methods including dp: model.norm=group or none")
+  need(finite_positive(c.attack.learning_rate), "attack.learning_rate", "a finite number > 0")
 
 
-def _finite_positive(x) -> bool:
+def finite_positive(x) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 

@@ -203,6 +203,10 @@ def dp_grad(loss_fn: LossFn, params: PyTree, batch: PyTree, key: jax.Array, *,
         lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype), clipped)
   if batch_size is None:
     batch_size = norms.shape[0]
+  # Materialise the clipped per-example gradients before summing them: fused with the sum,
+  # XLA:CPU rewrites a conv kernel's scaled per-example gradients into one slow convolution
+  # (cnn4 at 24 examples: 28 s a step instead of 0.8 s; benchmarks/NOTES.md).
+  clipped = jax.lax.optimization_barrier(clipped)
   noisy = privatise(key, clipped, clip_norm, noise_multiplier, batch_size)
   count = jnp.maximum(jnp.sum(weights), 1.0)
   metrics = {

@@ -141,9 +141,10 @@ class Trial:
   step: int
   model: str
   num_classes: int
-  norm: str
+  norm: str                       # the normalisation the model has ("none" for LeNet-5)
   input_shape: tuple[int, ...] | None
   variables: dict[str, Any]       # {"params": ..., "batch_stats": ...} of NumPy arrays
+  config_norm: str | None = None  # model.norm as the config gave it
 
 
 def _config(trial_dir: Path) -> dict:
@@ -266,11 +267,10 @@ def read_trial(trial_dir: str | Path, step: int | None = None) -> Trial:
                     "checkpoint of a model of miajax.models")
   # The classifier is the last kernel in sorted order (see miajax.models); checked below.
   num_classes = int(kernels[-1].shape[-1])
-  norm = models.normalisation(config["model"]["name"],
-                              str(config["model"].get("norm") or "batch"))
+  config_norm = str(config["model"].get("norm") or "batch")
   trial = Trial(name=path.name, dir=path, step=int(step), model=model_name,
-                num_classes=num_classes, norm=norm, input_shape=_input_shape(config),
-                variables=variables)
+                num_classes=num_classes, norm=models.normalisation(model_name, config_norm),
+                input_shape=_input_shape(config), variables=variables, config_norm=config_norm)
   _check_against_model(trial)
   return trial
 
@@ -369,7 +369,7 @@ def export(trial_dir: str | Path, out: str | Path, fmt: str = "sparse", step: in
   report = {
       "trial": trial.name, "trial_dir": str(trial.dir), "step": trial.step,
       "model": trial.model, "num_classes": trial.num_classes, "norm": trial.norm,
-      "out": str(out), "format": fmt, "compressed": compress,
+      "config_norm": trial.config_norm, "out": str(out), "format": fmt, "compressed": compress,
       "out_bytes": sizes[fmt][deflate_key], "bytes": sizes,
       "collections": sorted({leaf["path"].split("/")[0] for leaf in header["leaves"]}),
       "weights_total": counts["weights_total"], "weights_nonzero": counts["weights_nonzero"],
@@ -438,10 +438,20 @@ def _rows_text(rows: list[list[str]]) -> list[str]:
                     for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
 
 
+def _norm_text(report: dict[str, Any]) -> str:
+  """"norm X", and why where the config asked for another: LeNet-5 and the 4-layer CNN have
+  no normalisation layers, so their model.norm is ignored."""
+  asked = report.get("config_norm")
+  if asked is None or asked == report["norm"]:
+    return f"norm {report['norm']}"
+  return (f"norm {report['norm']} ({report['model']} has no norm layers; "
+          f"model.norm={asked} is ignored)")
+
+
 def format_text(report: dict[str, Any]) -> str:
   kind = "deflated" if report["compressed"] else "stored"
   lines = [f"{report['trial']} step {report['step']}: {report['model']}, "
-           f"{report['num_classes']} classes, norm {report['norm']}; "
+           f"{report['num_classes']} classes, {_norm_text(report)}; "
            f"{', '.join(report['collections'])} -> {report['out']} ({report['format']}, {kind}, "
            f"{report['out_bytes']:,} bytes)", ""]
   if report["layers"]:

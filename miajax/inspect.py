@@ -266,9 +266,10 @@ def _steps_text(steps: list[int]) -> str:
 def format_text(report: dict[str, Any]) -> str:
   lines = []
   if report["kind"] == "workdir":
-    results = (f"results.json: {report['results_records']} records" if report["results_json"]
-               else "no results.json yet")
-    lines.append(f"workdir {report['path']}: {len(report['trials'])} trials, {results}")
+    n, records = len(report["trials"]), report["results_records"]
+    results = (f"results.json: {records} record{'' if records == 1 else 's'}"
+               if report["results_json"] else "no results.json yet")
+    lines.append(f"workdir {report['path']}: {n} trial{'' if n == 1 else 's'}, {results}")
   for t in report["trials"]:
     seed = "?" if t["seed"] is None else t["seed"]
     done = (f"results: yes (step {t['results_step']})" if t["has_results"] else "results: no")

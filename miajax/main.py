@@ -1,10 +1,12 @@
 """python -m miajax.main [--config=configs/NAME.py[:smoke]] --workdir=DIR [--config.KEY=VALUE]"""
 
 import functools
+import json
 import logging as std_logging
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 from absl import app
@@ -12,9 +14,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from miajax import shipped_configs
 from miajax.errors import Interrupted, UserError, check_package
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.py")
+_DEFAULT_CONFIG = str(shipped_configs.DEFAULT)
+# What the run in DIR was started with; a later run refused for a changed config names it.
+COMMAND_JSON = "command.json"
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/miajax", "Directory for checkpoints and results.")
 _COORDINATOR = flags.DEFINE_string(
@@ -78,8 +83,7 @@ class _QuietLibraries(std_logging.Filter):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # positional arguments are refused by _parse_flags
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
@@ -95,30 +99,129 @@ def main(argv):
     config.get("seed")        # a config file that could not be read raises on first access
   except OSError as e:
     raise UserError(_unreadable_config(e)) from None
-  train.train_and_evaluate(config, _WORKDIR.value)
+  workdir = _WORKDIR.value
+  try:
+    _train_recording_command(train, config, workdir)
+  except UserError as e:
+    if _WORKDIR.present or not str(e).startswith(f"--workdir={workdir}"):
+      raise
+    # Forgetting --workdir meets whatever an earlier run left in the default: say so.
+    raise UserError(str(e).replace(
+        f"--workdir={workdir}", f"--workdir={workdir} (the default, as --workdir was not "
+        "given)", 1)) from None
+
+
+def _train_recording_command(train, config, workdir: str) -> None:
+  """train_and_evaluate, then DIR/command.json naming the config file the run was started
+  with: written by the run that created DIR/config.json, or by the first resume that was not
+  refused (runs started before this record existed), and never over an existing one."""
+  import jax  # pylint: disable=g-import-not-at-top
+  config_json, record = Path(workdir) / "config.json", Path(workdir) / COMMAND_JSON
+  new = not config_json.exists()
+  refused = False
+  try:
+    train.train_and_evaluate(config, workdir)
+  except UserError:
+    refused = True
+    raise
+  finally:
+    if ((new or not refused) and config_json.exists() and not record.exists()
+        and jax.process_index() == 0):
+      try:
+        record.write_text(json.dumps({"config": _config_arg(), "argv": sys.argv[1:]},
+                                     indent=1))
+      except OSError:
+        pass   # a record for messages only: never the reason a run fails
+
+
+def _config_arg() -> str:
+  """--config's value as given on the command line (the last one wins), or the default's."""
+  value = "configs/default.py"
+  args = sys.argv[1:]
+  for i, a in enumerate(args):
+    if a == "--":
+      break
+    flag, eq, rest = a.partition("=")
+    if flag in ("--config", "-config"):
+      value = rest if eq else (args[i + 1] if i + 1 < len(args) else value)
+  return value
 
 
 def _unreadable_config(e: OSError) -> str:
-  path = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")),
-              _DEFAULT_CONFIG)
-  why = "no such file" if not Path(path.split(":")[0]).is_file() else str(e).splitlines()[0]
-  return (f"--config={path}: cannot read it ({why}); allowed: a config file such as "
+  path = _config_arg()
+  file = shipped_configs.resolve(path).split(":")[0]
+  if Path(file).is_file():
+    return (f"--config={path}: cannot read it ({str(e).splitlines()[0]}); allowed: a "
+            "config file such as configs/default.py or configs/default.py:smoke")
+  arg = path.partition(":")[1] + path.partition(":")[2]
+  near = [n + arg for n in shipped_configs.nearest(file)]
+  if near:
+    names = ", ".join(near[:-1]) + (" or " if len(near) > 1 else "") + near[-1]
+    return (f"--config={path}: cannot read it (no such file); allowed: a config file, e.g. "
+            f"the nearest shipped names {names}")
+  return (f"--config={path}: cannot read it (no such file); allowed: a config file such as "
           "configs/default.py or configs/default.py:smoke")
+
+
+_HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
+
+
+def usage() -> str:
+  """What --help prints: the command line, its main flags, the shipped configs, the docs."""
+  names = textwrap.fill(", ".join(n.removesuffix(".py") for n in shipped_configs.names()),
+                        width=94, initial_indent=" " * 34, subsequent_indent=" " * 34)
+  return f"""\
+usage: python -m miajax.main [--config=configs/NAME.py[:ARG]] [--workdir=DIR] [--config.KEY=VALUE ...]
+
+Trains and audits every trial of a config; the same command again resumes from DIR.
+
+  --config=configs/NAME.py[:ARG]  the config file (default configs/default.py); ARG shrinks or
+                                  varies it, e.g. :smoke for a quick local check. Shipped:
+{names}
+  --workdir=DIR                   checkpoints, logs and results (default /tmp/miajax); a new
+                                  DIR for each new run
+  --config.KEY=VALUE              changes one config key, e.g. --config.train.epochs=2
+  --coordinator_address=HOST:PORT|auto --num_processes=N --process_id=I
+                                  one run over several processes (launch/README.md)
+
+Docs: docs/README.md in the miajax repository (docs/config.md: every key and config file).
+Then: python -m miajax.inspect DIR, python -m miajax.report DIR, tensorboard --logdir DIR.
+--helpfull lists every flag, the libraries' included."""
+
+
+def _unexpected(args: list[str]) -> str:
+  """The one line for positional arguments: a config path belongs after --config=."""
+  quoted = ", ".join(repr(a) for a in args)
+  what = f"unexpected argument{'s' if len(args) > 1 else ''} {quoted}"
+  config = next((a for a in args if a.partition(":")[0].endswith(".py")), None)
+  if config:
+    return (f"{what}; allowed: --config={config}, --workdir=DIR and --config.KEY=VALUE "
+            "(python -m miajax.main --help)")
+  return (f"{what}; allowed: flags only, --config=configs/NAME.py[:ARG], --workdir=DIR and "
+          "--config.KEY=VALUE (python -m miajax.main --help)")
 
 
 def _parse_flags(argv):
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(shipped_configs.resolve_argv(argv))
   except (flags.Error, UserError, KeyError, AttributeError) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     sys.exit(2)
   except OSError as e:   # an override met a config file that could not be read
     print(f"error: {_unreadable_config(e)}", file=sys.stderr)
     sys.exit(2)
+  if len(rest) > 1:
+    print(f"error: {_unexpected(rest[1:])}", file=sys.stderr)
+    sys.exit(2)
+  return rest
 
 
 def run():
   """Runs main; bad input is one line on stderr and exit status 2, never a traceback."""
+  args = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else sys.argv[1:]
+  if any(a in _HELP_FLAGS for a in args):
+    print(usage())
+    sys.exit(0)
   try:
     check_package()
     try:

@@ -190,7 +190,8 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
              _num(e["pruned_pct"], ".2f")] for layer, e in c["layers"].items()]
     rows.append(["total", _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
                  _num(c["pruned_pct"], ".2f")])
-    lines += ["", f"### {name}: per layer ({len(c['trials'])} trials)", ""]
+    n = len(c["trials"])
+    lines += ["", f"### {name}: per layer ({n} trial{'' if n == 1 else 's'})", ""]
     lines += _md_table(["layer", "weights", "nonzero", "pruned %"], rows)
     lines += ["", f"Total reduction ratio: {_ratio(c['compression_ratio'])}"]
   lines += ["", "## DP-SGD (Table 2)", ""]
@@ -400,11 +401,13 @@ def _save(fig, path: Path, rect=(0, 0, 1, 1)) -> None:
 
 
 def added_terms(method: str, phase: str) -> str | None:
-  """What `method` adds to the cross-entropy in `phase`, named as the run's log lines name it:
-  ADMM's proximal term, Min-Max's adversarial term; None for plain training."""
-  terms = [name for name, present in (("proximal", phase == "admm"),
-                                      ("adversarial", "minmax" in method)) if present]
-  return "+".join(terms) or None
+  """What `method` adds to the cross-entropy in `phase`, named as the run's log lines name it
+  (its defence's terms: ADMM's proximal term, Min-Max's adversarial term); None for plain
+  training or a method this version does not know."""
+  from miajax import defences  # pylint: disable=g-import-not-at-top
+  if method not in defences.NAMES:
+    return None
+  return "+".join(defences.get(method).added_terms(phase)) or None
 
 
 def plot_loss(curves: dict[str, dict], path: Path) -> None:

@@ -26,11 +26,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from miajax import checkpoint as checkpoint_lib
 from miajax import config as config_lib
-from miajax import dp as dp_lib
+from miajax import defences
 from miajax import evaluate
 from miajax import lira
 from miajax import logs as logs_lib
-from miajax import methods
 from miajax import models
 from miajax import progress as progress_lib
 from miajax import pruning
@@ -83,9 +82,9 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
                     f"{len(split.train)} members; allowed: a smaller batch size")
   for method in trials_lib.groups(trials):
-    if methods.total_steps(method, config, steps_per_epoch) == 0:
-      fields = ("pruning.pretrain_epochs + admm.epochs + pruning.retrain_epochs"
-                if method in ("pruning", "pruning_minmax") else "train.epochs")
+    defence = defences.get(method)
+    if sum(defence.phase_steps(config, steps_per_epoch)) == 0:
+      fields = " + ".join(field for _, field in defence.phases)
       raise UserError(f"{fields}: {method} would train 0 steps ({steps_per_epoch} steps per "
                       "epoch); allowed: epochs giving at least one step")
   config_json = json.loads(config.to_json_best_effort())
@@ -122,7 +121,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   done = {r["name"]: r for r in results.load(workdir)}
   stacks = trials_lib.groups(trials)
   progress = progress_lib.Progress({m: progress_lib.Stack(
-      len(g), methods.phase_steps(m, config, steps_per_epoch)) for m, g in stacks.items()})
+      len(g), defences.get(m).phase_steps(config, steps_per_epoch))
+      for m, g in stacks.items()})
   with _stop_on_signals() as stop:
     for method, group in stacks.items():
       records = _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
@@ -192,8 +192,9 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
   # One recipe per trial, for its own hyperparameters and report (DP-SGD accounts with the
   # trial's own member count); the phases (and so the compiled steps) are the first one's,
   # which is right because swept values are all traced.
-  recipes = [methods.recipe(method, trials_lib.config_for(config, t), model, tx,
-                            steps_per_epoch, data.num_classes, len(m))
+  defence = defences.get(method)
+  recipes = [defence.recipe(trials_lib.config_for(config, t), model, tx, steps_per_epoch,
+                            data.num_classes, len(m))
              for t, m in zip(group, members)]
   recipe = recipes[0]
   total = recipe.total_steps
@@ -219,7 +220,7 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
     max_batch = pipeline.poisson_max_batch(
         members, trials_lib.seeds(group), config.data.batch_size, total,
         math.lcm(mesh.shape["data"], jax.process_count()))
-    recipes = [dataclasses.replace(r, report=r.report | {"dp_max_batch": max_batch})
+    recipes = [dataclasses.replace(r, report=r.report | {r.max_batch_field: max_batch})
                for r in recipes]
 
   # ---------------------------------------------------------------- state
@@ -236,8 +237,8 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
                  total)
   progress.restored(method, start)
   logs = logs_lib.TrialLogs(workdir, names, start, writer=_is_writer())
-  if recipe.example_loss is not None and jax.device_count() > 1 and start < total:
-    _check_per_example_grads(recipe.example_loss, state, mesh, strategy, data)
+  if defence.check is not None and start < total:
+    defence.check(recipe, state, mesh, strategy, data)
 
   # ---------------------------------------------------------------- phases
   t0 = time.time()
@@ -251,8 +252,8 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
       if start == begin and phase.enter is not None:
         enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), strategy)
         state = enter(state, hp)[0]
-      side_sets = _minmax_sets(config, group, own, members, lira_keep is not None,
-                               recipe.attack_batches)
+      side_sets = defence.side_sets(config, group, own, members, lira_keep is not None,
+                                    recipe.attack_batches) if defence.side_sets else None
       if recipe.sampling == "poisson":
         batches = pipeline.poisson_batches(data, members, seeds, config.data.batch_size,
                                            start, end, max_batch, config.data.workers)
@@ -328,23 +329,6 @@ def _audited(workdir, where, method, records, progress, seconds):
   return records
 
 
-def _minmax_sets(config, group, own, members, lira, count):
-  """Min-Max's inner-attack batches (App. D): each trial's `minmax_members` and
-  `minmax_reference`, drawn apart from the post-hoc attack's sets (see `splits`). In a LiRA
-  stack every model trains on its own half of the pool, so its inner attack takes a seeded
-  half of that model's own members: an attack fed another model's members would be taught
-  non-members as members."""
-  if not count:
-    return None
-  if lira:
-    inner = [np.sort(np.random.default_rng([config.seed, t.lira_model, 0x3131]).permutation(m)
-                     [:len(m) // 2]) for t, m in zip(group, members)]
-  else:
-    inner = [s.minmax_members for s in own]
-  return {"mem": ("train", inner, count),
-          "ref": ("test", [s.minmax_reference for s in own], count)}
-
-
 def _lira_records(config, workdir, method, group, state, data, split, eval_fn, sharding, keep,
                   total, t0, recipes):
   """LiRA and RMIA on model 0 of the stack with the others as its shadows (RMIA's reference
@@ -393,8 +377,7 @@ def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_s
   bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
   where = progress.label(method)
   # The objective's terms beyond the cross-entropy, named for the log line.
-  extra = "+".join(name for name, present in (
-      ("proximal", phase.name == "admm"), ("adversarial", "minmax" in method)) if present)
+  extra = "+".join(defences.get(method).added_terms(phase.name))
   residual = ""
   window, t_window = [], time.time()
   printed, t_printed = start, t_window
@@ -481,33 +464,6 @@ def _stack_hp(recipes, state):
                       *[r.hp(params0) for r in recipes])
 
 
-def _check_per_example_grads(example_loss, state, mesh, strategy, data):
-  """Before DP-SGD trains on several devices: its per-example gradients, taken by the run's own
-  lifted step on the run's mesh, must equal one device's. XLA:CPU (JAX 0.10.2) computes some
-  of them as zeros in multi-device programs: vmap(grad) over a "data"-sharded batch (which
-  dp.per_example_grads avoids) and a trial stack vmapped over exactly one device per trial
-  (which this check refuses). A few random examples suffice."""
-  trials, rows = state.step.shape[0], 2 * mesh.shape["data"]
-  rng = np.random.default_rng(0)
-  full = {"image": rng.uniform(size=(trials, rows, *data.input_shape)).astype(np.float32),
-          "label": np.tile(np.arange(rows, dtype=np.int32) % data.num_classes, (trials, 1))}
-  sharding = NamedSharding(mesh, P("trial", "data"))
-  batch = {k: jax.make_array_from_callback(v.shape, sharding, lambda i, v=v: v[i])
-           for k, v in full.items()}
-  lifted = steps.lift(
-      lambda s, b, hp: (s, dp_lib.per_example_grads(example_loss, s.params, b)), strategy,
-      donate=False)
-  grads = multihost_utils.process_allgather(lifted(state, batch, {})[1], tiled=True)
-  params = multihost_utils.process_allgather(state.params, tiled=True)
-  for k in sorted({0, trials - 1}):   # the first and last trials sit on different devices
-    take = lambda tree: jax.tree.map(lambda x: x[k], tree)
-    worst = dp_lib.check_per_example_grads(
-        take(grads), example_loss, take(params), take(full),
-        remedy="train.strategy=loop, or one device" if strategy == "vmap" else "one device")
-    logging.info("DP-SGD self-check, trial %d on %d devices: per-example gradients agree with "
-                 "one device's to %.2g", k, jax.device_count(), worst)
-
-
 def _mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:
   """("trial", "data"): trials spread over devices when vmapped, the batch over the rest."""
   n = jax.device_count()
@@ -569,8 +525,18 @@ def _check_same_run(workdir: Path, config_json: dict) -> None:
                    if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
   if changed:
     k = changed[0]
-    raise UserError(f"--workdir={workdir} holds a run with {k}={old.get(k)!r}, not "
-                    f"{new.get(k)!r}; allowed: the same config to resume, or a new --workdir")
+    raise UserError(f"--workdir={workdir} holds a run of {_started_with(workdir)} with "
+                    f"{k}={old.get(k)!r}, not {new.get(k)!r}; allowed: pass --workdir=DIR "
+                    "for a new run, or the same config to resume")
+
+
+def _started_with(workdir: Path) -> str:
+  """The config file (PATH[:ARG]) the run in `workdir` was started with, as python -m
+  miajax.main records it in command.json; runs started otherwise or before that have none."""
+  try:
+    return str(json.loads((workdir / "command.json").read_text())["config"])
+  except (OSError, ValueError, TypeError, KeyError):
+    return "an unrecorded config"
 
 
 def _write_once(path: Path, obj) -> None:

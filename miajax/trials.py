@@ -7,6 +7,8 @@ never as constants, so one program serves the whole stack. Names are stable and 
 (`pruning-keep0.10-seed1`), so a rerun finds its checkpoints. A LiRA run (lira.num_shadows > 0)
 has instead, per method, a target (model 0) and its shadow models.
 
+Each defence declares its sweep keys (`defences.sweeps()`), e.g.
+
 | sweep key       | sets           | used by                  |
 |-----------------|----------------|--------------------------|
 | `sweep.keep`    | `pruning.keep` | pruning, pruning_minmax  |
@@ -21,15 +23,8 @@ import itertools
 
 import numpy as np
 
+from miajax import defences
 from miajax.errors import UserError
-
-# sweep key -> (config field, methods that read it, name prefix)
-SWEEPS = {
-    "keep": ("pruning.keep", ("pruning", "pruning_minmax"), "keep"),
-    "rho": ("admm.rho", ("pruning", "pruning_minmax"), "rho"),
-    "gamma": ("minmax.gamma", ("minmax", "pruning_minmax"), "gamma"),
-    "epsilon": ("dp.epsilon", ("dp",), "eps"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +44,7 @@ class Trial:
 def make(config) -> list[Trial]:
   methods = (config.methods,) if isinstance(config.methods, str) else tuple(config.methods)
   seeds = (config.seeds,) if isinstance(config.seeds, int) else tuple(config.seeds)
-  for key, (_, used_by, _) in SWEEPS.items():
+  for key, (_, used_by, _) in defences.sweeps().items():
     if _values(config.sweep[key], key) and not set(used_by) & set(methods):
       raise UserError(f"sweep.{key}={config.sweep[key]!r} applies to none of methods="
                       f"{methods}; allowed: a sweep of a method in the run "
@@ -74,7 +69,7 @@ def points(config, method: str) -> list[tuple]:
   """The swept (field, value) tuples that apply to `method`: a grid over the swept keys, or
   their values taken in step (`sweep.mode="zip"`). [()] when nothing applies."""
   swept = [(field, _values(config.sweep[key], key))
-           for key, (field, used_by, _) in SWEEPS.items() if method in used_by]
+           for key, (field, used_by, _) in defences.sweeps().items() if method in used_by]
   swept = [(field, values) for field, values in swept if values]
   if not swept:
     return [()]
@@ -100,7 +95,7 @@ def _values(spec, key) -> tuple:
 
 
 def _label(field: str, value) -> str:
-  prefix = next(p for f, _, p in SWEEPS.values() if f == field)
+  prefix = next(p for f, _, p in defences.sweeps().values() if f == field)
   if isinstance(value, float):
     return f"{prefix}{value:.2f}" if value >= 0.01 else f"{prefix}{value:.0e}"
   text = "".join(ch if ch.isalnum() or ch == "." else "_" for ch in str(value))

@@ -14,6 +14,7 @@ from miajax import models
 from miajax import splits as splits_lib
 from miajax import train
 from miajax import trials as trials_lib
+from miajax.defences import minmax
 
 
 def _smoke(data_dir, **changes):
@@ -33,7 +34,7 @@ def test_minmax_inner_attack_reads_its_own_sets_not_the_post_hoc_attacks():
   c.methods = ("minmax",)
   s = splits_lib.make(0, 60000, 10000, train_size=2500)
   group = trials_lib.make(c)
-  sets = train._minmax_sets(c, group, [s], [s.train], lira=False, count=2)
+  sets = minmax.side_sets(c, group, [s], [s.train], lira=False, count=2)
   assert sets["mem"][0] == "train" and sets["mem"][2] == 2
   np.testing.assert_array_equal(sets["mem"][1][0], s.minmax_members)
   np.testing.assert_array_equal(sets["ref"][1][0], s.minmax_reference)
@@ -48,7 +49,7 @@ def test_in_a_lira_stack_each_models_inner_attack_sees_only_that_models_members(
   s = splits_lib.make(0, 60000, 10000, train_size=1000)
   keep = np.asarray(lira.keep_masks(__import__("jax").random.PRNGKey(0), 5, 1000))
   members = [s.train[keep[t.lira_model]] for t in group]
-  sets = train._minmax_sets(c, group, [s] * 5, members, lira=True, count=1)
+  sets = minmax.side_sets(c, group, [s] * 5, members, lira=True, count=1)
   for own, inner in zip(members, sets["mem"][1]):
     assert set(inner) <= set(own) and len(inner) == len(own) // 2
   # The shared post-hoc attack members are, for most models, partly other models' members.

@@ -1,0 +1,130 @@
+"""ADMM pruning (the paper's defence): pretrain -> admm -> retrain.
+
+App. B: minimise loss + sum_i rho_i/2 ||W_i - Z_i + U_i||^2 over W; every `admm.update_every`
+steps Z_i = Pi_{n_i}(W_i + U_i) (keep the n_i largest magnitudes) and U_i += W_i - Z_i. Then
+the hard prune (keep the n_i largest |W_i|, fresh optimizer moments) and masked retraining, so
+pruned weights stay exactly 0. The keep counts n_i and rho are traced per trial.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from miajax import config as config_lib
+from miajax import pruning
+from miajax import steps
+from miajax.defences.defence import Defence, Phase, Recipe
+
+SECTIONS = {
+    "pruning": {
+        "keep": "paper",       # "paper", overall fraction, "uniform:F", "a,b,c", "fc1=0.1,..."
+        "pretrain_epochs": 200.0,
+        "retrain_epochs": 50.0,
+    },
+    "admm": {
+        "epochs": 50.0,
+        "rho": 1e-3,
+        "rho_growth": 1.0,     # rho *= growth at each Z/U update (1.0: fixed rho)
+        "update_every": 100,   # steps between Z-projections and dual updates
+    },
+}
+
+
+def _validate(c, need, used):
+  need(c.admm.rho >= 0, "admm.rho", "a number >= 0")
+  need(c.admm.rho_growth >= 1.0, "admm.rho_growth", "a number >= 1")
+  need(c.admm.update_every > 0, "admm.update_every", "a positive integer")
+  if used:
+    config_lib.parse_keep(c.pruning.keep)
+
+
+def _build(config, phase_steps, model, tx, num_classes, num_members):
+  del num_classes, num_members
+  plain = functools.partial(steps.train_step, model=model, tx=tx)
+  keep = config_lib.parse_keep(config.pruning.keep)
+  rho = float(config.admm.rho)
+  hp = lambda params: {"counts": pruning.count_tree(params, pruning.keep_counts(
+      params, pruning.keep_fractions(params, keep, model=config.model.name))),
+      "rho": jnp.float32(rho)}
+  pretrain, admm, retrain = phase_steps
+  return Recipe(
+      phases=[
+          Phase("pretrain", pretrain, plain),
+          Phase("admm", admm,
+                functools.partial(_admm_step, model=model, tx=tx),
+                enter=_admm_enter,
+                periodic=functools.partial(_admm_update, growth=config.admm.rho_growth),
+                every=config.admm.update_every),
+          Phase("retrain", retrain,
+                functools.partial(steps.train_step, model=model, tx=tx, mask_key="mask"),
+                enter=functools.partial(_hard_prune, tx=tx)),
+      ],
+      extra=_pruning_extra, hp=hp)
+
+
+DEFENCE = Defence(
+    name="pruning",
+    phases=(("pretrain", "pruning.pretrain_epochs"), ("admm", "admm.epochs"),
+            ("retrain", "pruning.retrain_epochs")),
+    build=_build, sections=SECTIONS,
+    sweeps={"keep": ("pruning.keep", "keep"), "rho": ("admm.rho", "rho")},
+    validate=_validate, traced=("counts", "rho"), terms=(("proximal", "admm"),))
+
+
+def _pruning_extra(params):
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  return {"z": zeros, "u": zeros, "rho": jnp.zeros((), jnp.float32),
+          "mask": jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), params)}
+
+
+def _prunable_map(fn, counts, *trees):
+  """fn over the prunable leaves (count not None); other leaves give None."""
+  return jax.tree.map(lambda n, *xs: None if n is None else fn(*xs), counts, *trees,
+                      is_leaf=lambda x: x is None)
+
+
+def _admm_enter(state, hp):
+  z = pruning.project_tree(state.params, hp["counts"])
+  u = jax.tree.map(jnp.zeros_like, state.params)
+  return state.replace(extra=state.extra | {"z": z, "u": u, "rho": hp["rho"]})
+
+
+def _admm_loss(params, batch_stats, model, batch, *, loss_fn, extra, counts):
+  """The W-step objective: loss_fn + sum_i rho/2 ||W_i - Z_i + U_i||^2."""
+  loss, aux = loss_fn(params, batch_stats, model, batch)
+  penalty = _prunable_map(lambda w, z, u: jnp.sum(jnp.square(w - z + u)), counts, params,
+                          extra["z"], extra["u"])
+  return loss + extra["rho"] / 2 * sum(jax.tree.leaves(penalty)), aux
+
+
+def _admm_step(state, batch, hp, *, model, tx, loss_fn=steps.classifier_loss):
+  """W-step: the optimizer on the task loss plus the proximal term."""
+  loss = functools.partial(_admm_loss, loss_fn=loss_fn, extra=state.extra, counts=hp["counts"])
+  return steps.train_step(state, batch, hp, model=model, tx=tx, loss_fn=loss)
+
+
+def _admm_update(state, hp, *, growth):
+  """Z-projection, dual update, residuals ||W_i - Z_i|| per layer (ADMM has converged when
+  they approach 0); rho grows by `growth` per update (1.0: fixed).
+
+  U is the scaled dual, U = Y / rho. When rho is multiplied by g, U must be divided by g so the
+  unscaled dual Y carries over (Boyd et al. 2011, section 3.4.1); otherwise every earlier
+  residual would weigh g^updates too much in the proximal term.
+  """
+  z = pruning.project_tree(jax.tree.map(jnp.add, state.params, state.extra["u"]), hp["counts"])
+  u = jax.tree.map(lambda u, w, z: (u + w - z) / growth, state.extra["u"], state.params, z)
+  residual = _prunable_map(lambda w, z: jnp.sqrt(jnp.sum(jnp.square(w - z))), hp["counts"],
+                           state.params, z)
+  extra = state.extra | {"z": z, "u": u, "rho": state.extra["rho"] * growth}
+  flat = {"residual/" + "/".join(str(k.key) for k in path): r
+          for path, r in jax.tree_util.tree_leaves_with_path(residual)}
+  return state.replace(extra=extra), flat
+
+
+def _hard_prune(state, hp, *, tx):
+  """mask_i = top-n_i(|W_i|); W *= mask; fresh optimizer moments so nothing pruned revives."""
+  mask = pruning.mask_tree(state.params, hp["counts"])
+  params = pruning.apply_mask(state.params, mask)
+  return state.replace(params=params, opt_state=tx.init(params),
+                       extra=state.extra | {"mask": mask})

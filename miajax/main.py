@@ -87,6 +87,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
+  _compilation_cache(jax)
   if _COORDINATOR.value == "auto":
     jax.distributed.initialize()
   elif _COORDINATOR.value:
@@ -109,6 +110,24 @@ def main(argv):
     raise UserError(str(e).replace(
         f"--workdir={workdir}", f"--workdir={workdir} (the default, as --workdir was not "
         "given)", 1)) from None
+
+
+# Programs that compile faster than this are not worth a cache file.
+_CACHE_MIN_COMPILE_S = 0.2
+_CACHE_MAX_BYTES = 4 << 30   # a size limit also turns on the cache's lock for many processes
+
+
+def _compilation_cache(jax) -> None:
+  """A persistent XLA compilation cache in the user's cache directory, so that a rerun, a
+  resume or the next run of the same models loads its programs instead of compiling them again
+  (a cache hit is bitwise what XLA compiled). JAX_COMPILATION_CACHE_DIR=DIR puts it elsewhere;
+  set empty, it turns the cache off."""
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return   # JAX reads it itself
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  jax.config.update("jax_compilation_cache_dir", os.path.join(base, "miajax", "jax"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_S)
+  jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
 
 
 def _train_recording_command(train, config, workdir: str) -> None:

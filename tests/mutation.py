@@ -51,8 +51,10 @@ MUTANTS = [
      ["tests/test_dp.py"]),
     ("attack-fit-audit", "post-hoc attack fitted on the audit split as well as split 0",
      "miajax/evaluate.py",
-     "np.flatnonzero(out.select(True, 0)),\n      np.flatnonzero(out.select(False, 0)),",
-     "np.flatnonzero(out.is_member),\n      np.flatnonzero(~out.is_member),",
+     "_class_matched(np.flatnonzero(out.select(True, 0)),\n"
+     "                                       np.flatnonzero(out.select(False, 0)),",
+     "_class_matched(np.flatnonzero(out.is_member),\n"
+     "                                       np.flatnonzero(~out.is_member),",
      ["tests/test_audit.py"]),
     ("split-audit-overlap", "audit non-members overlapping the reference set",
      "miajax/splits.py", "np.sort(test[half:2 * half])", "np.sort(test[half - 1:2 * half - 1])",

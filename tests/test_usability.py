@@ -263,3 +263,33 @@ def test_inspect_counts_one_trial_and_one_record_in_the_singular():
   report |= {"results_records": 2, "trials": [trial, trial]}
   assert inspect.format_text(report).splitlines()[0] == (
       "workdir DIR: 2 trials, results.json: 2 records")
+
+
+# ---------------------------------------------------------------- the compilation cache
+
+class _Config:
+  def __init__(self):
+    self.values = {}
+
+  def update(self, key, value):
+    self.values[key] = value
+
+
+def test_runs_keep_compiled_programs_in_the_users_cache_directory(monkeypatch, tmp_path):
+  from miajax import main   # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  jax = type("Jax", (), {"config": _Config()})()
+  main._compilation_cache(jax)
+  assert jax.config.values["jax_compilation_cache_dir"] == str(tmp_path / "miajax" / "jax")
+  assert jax.config.values["jax_compilation_cache_max_size"] > 0     # locked for processes
+
+
+@pytest.mark.parametrize("value", ["", "/somewhere/else"])
+def test_jax_compilation_cache_dir_moves_the_cache_or_set_empty_turns_it_off(monkeypatch,
+                                                                             value):
+  from miajax import main   # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", value)
+  jax = type("Jax", (), {"config": _Config()})()
+  main._compilation_cache(jax)
+  assert jax.config.values == {}          # JAX reads the variable itself

@@ -40,13 +40,13 @@ QUICK = ("--config.methods=('baseline',)", "--config.train.epochs=2",
          "--config.train.log_every=1")
 SEEDS = ("--config.seeds=(0,1,2,3)",)
 # Every kind of step, one trial each: pruning + Min-Max runs Min-Max's adversarial step in each
-# of pruning's phases, on a short schedule (pretraining 0-15, ADMM 15-30 with Z/U updates every
-# 5 steps, masked retraining 30-45); DP-SGD's clipped, noised Poisson step. Baseline, pruning and
-# Min-Max alone are these steps less a term, and would triple the test's time.
+# of pruning's phases, on a short schedule (pretraining 0-8, ADMM 8-16 with Z/U updates every
+# 4 steps, masked retraining 16-24); DP-SGD's clipped, noised Poisson step (15 steps). Baseline,
+# pruning and Min-Max alone are these steps less a term, and would triple the test's time.
 METHODS = ("--config.methods=('pruning_minmax','dp')",
-           "--config.train.epochs=2", "--config.attack.epochs=1",
-           "--config.pruning.pretrain_epochs=1", "--config.admm.epochs=1",
-           "--config.admm.update_every=5", "--config.pruning.retrain_epochs=1",
+           "--config.train.epochs=1", "--config.attack.epochs=1",
+           "--config.pruning.pretrain_epochs=0.5", "--config.admm.epochs=0.5",
+           "--config.admm.update_every=4", "--config.pruning.retrain_epochs=0.5",
            "--config.attack.bootstrap_replicates=20", "--config.train.log_every=1")
 METHOD_TRIALS = ("pruning_minmax-seed0", "dp-seed0")
 TIMEOUT_S = 600                     # a hang guard: a loaded 2-core machine took 304 s

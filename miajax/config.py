@@ -110,6 +110,12 @@ def base() -> ml_collections.ConfigDict:
   c.lira = ml_collections.ConfigDict()
   c.lira.num_shadows = 0
   c.lira.rmia_offline_a = ml_collections.FieldReference(None, field_type=float)
+
+  # The audits each trained trial is measured with (miajax/audits): those of the run's layout
+  # run, LiRA's with lira.num_shadows > 0, the others otherwise. Opt-in beyond the default:
+  # margin.
+  from miajax import audits  # pylint: disable=g-import-not-at-top
+  c.audits = audits.DEFAULT
   return c
 
 
@@ -204,6 +210,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
         value = value[part]
       raise UserError(f"{field}={value!r} is not allowed; allowed: {allowed}")
 
+  from miajax import audits  # pylint: disable=g-import-not-at-top
+  names = tuple(c.audits) if not isinstance(c.audits, str) else (c.audits,)
+  need(len(names) == len(set(names)) and all(a in audits.NAMES for a in names), "audits",
+       "distinct names among " + ", ".join(audits.NAMES))
+  layout = audits.layout(c)
+  need(any(audits.get(a).layout == layout for a in names), "audits",
+       f"at least one audit of a {'LiRA' if layout == 'lira' else 'membership-split'} run: " +
+       ", ".join(a for a in audits.NAMES if audits.get(a).layout == layout))
   methods = tuple(c.methods) if not isinstance(c.methods, str) else (c.methods,)
   need(len(methods) > 0 and all(m in defences.NAMES for m in methods), "methods",
        "a non-empty subset of " + ", ".join(defences.NAMES))

@@ -49,11 +49,16 @@ def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn,
 
 
 def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) -> Outputs:
+  return _outputs(lambda split, idx: logits(state, data, split, idx, eval_fn, sharding,
+                                            batch_size), data, s)
+
+
+def _outputs(evaluate, data, s: splits_lib.Splits) -> Outputs:
   parts = [("train", s.attack_members, True, 0), ("test", s.reference, False, 0),
            ("train", s.audit_members, True, 1), ("test", s.audit, False, 1)]
   logit_parts, label_parts = [], []
   for split, idx, _, _ in parts:
-    logit_parts.append(logits(state, data, split, idx, eval_fn, sharding, batch_size))
+    logit_parts.append(evaluate(split, idx))
     label_parts.append(labels(data, split, idx))
   return Outputs(
       logits=np.concatenate(logit_parts, axis=1),
@@ -61,6 +66,63 @@ def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) ->
       is_member=np.concatenate([np.full(len(p[1]), p[2]) for p in parts]),
       split=np.concatenate([np.full(len(p[1]), p[3], np.int8) for p in parts]),
       index=np.concatenate([p[1] for p in parts]).astype(np.int64))
+
+
+class StackOutputs:
+  """A trained stack's logits on whatever its audits read, each set evaluated once.
+
+  Two layouts: "splits" (each trial on its own membership split: `membership(k)`) and
+  "lira" (a LiRA stack: every model on the pool, the audit non-members and RMIA's population).
+  """
+
+  def __init__(self, evaluate, data: pipeline.Data, *, splits: list[splits_lib.Splits],
+               split_keys: list, keep: np.ndarray | None = None):
+    """`evaluate(split, indices)` gives the stack's (trials, N, C) logits on those examples
+    of the dataset split (`logits`); `splits[k]` is trial k's membership split, `split_keys[k]`
+    the same for trials that share one; `keep` (models, pool) the LiRA stack's membership of
+    its pool (`splits[0]`'s members), or None for the "splits" layout."""
+    self._evaluate = evaluate
+    self.data, self.splits, self.split_keys, self.keep = data, splits, split_keys, keep
+    self.layout = "splits" if keep is None else "lira"
+    self._cache: dict = {}
+
+  def _once(self, key, compute):
+    if key not in self._cache:
+      self._cache[key] = compute()
+    return self._cache[key]
+
+  def membership(self, k: int) -> Outputs:
+    """Trial k's four audit sets (`outputs`), for every trial of the stack."""
+    return self._once(("membership", self.split_keys[k]), lambda: _outputs(
+        self._evaluate, self.data, self.splits[k]))
+
+  def pool(self) -> tuple[np.ndarray, np.ndarray]:
+    """A LiRA stack's (models, pool, C) logits and the pool's labels."""
+    s = self.splits[0]
+    return self._once("pool", lambda: (self._evaluate("train", s.train),
+                                       labels(self.data, "train", s.train)))
+
+  def audit_set(self) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's logits on the audit non-members, and their labels."""
+    s = self.splits[0]
+    return self._once("audit", lambda: (self._evaluate("test", s.audit),
+                                        labels(self.data, "test", s.audit)))
+
+  def population(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RMIA's population samples (`rmia_population`): indices, logits, labels."""
+    split, index = rmia_population(self.splits[0])
+    return self._once("population", lambda: (index, self._evaluate(split, index),
+                                             labels(self.data, split, index)))
+
+  def accuracies(self, k: int) -> tuple[float, float]:
+    """Trial k's (train accuracy on its members, test accuracy on the audit non-members)."""
+    if self.layout == "splits":
+      train, test = accuracies(self.membership(k))
+      return float(train[k]), float(test[k])
+    pool_logits, pool_labels = self.pool()
+    audit_logits, audit_labels = self.audit_set()
+    return (float((pool_logits[k].argmax(-1) == pool_labels)[self.keep[k]].mean()),
+            float((audit_logits[k].argmax(-1) == audit_labels).mean()))
 
 
 def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
@@ -193,8 +255,8 @@ def _cross_fitted_auc(p_by_epoch: np.ndarray, is_member: np.ndarray,
   return float(np.mean(out))
 
 
-def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
-          ) -> tuple[dict, dict[str, np.ndarray]]:
+def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
+          attacks: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
   """Every attack on trial k: learned on split 0, measured on split 1 (the audit set).
 
   The NN attack (`attack_config`) trains on split 0 with the same number of members and of
@@ -203,9 +265,9 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   `attack_config.epochs`; not the gain, by which a weak attack that ranks members well but is
   overconfident loses to the untrained one) and its decision threshold (the best held-out
   balanced accuracy) are chosen. It sees `attack_config.features` of each prediction
-  (`attack.features`; default log-losses, which do not saturate). The threshold attacks fit their thresholds on all of split 0: one global
-  threshold for each of THRESHOLD_ATTACKS, one per class for CLASS_THRESHOLD_ATTACKS. Split 1
-  is only measured.
+  (`attack.features`; default log-losses, which do not saturate). The threshold attacks fit
+  their thresholds on all of split 0: one global threshold for each of THRESHOLD_ATTACKS, one
+  per class for CLASS_THRESHOLD_ATTACKS. Split 1 is only measured.
 
   The headline is the strongest of them chosen on split 0 alone (`_headline_selection`):
   whichever has the best out-of-sample AUC on split 0, reported with its split-1 numbers.
@@ -220,14 +282,28 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
     headline_accuracy, headline_auc, headline_tpr_at_fpr), per_class; and the per-example
     scores of every example of both splits for scores.npz: score_nn (P(member)), score_<name>
     for each threshold attack (for a class-threshold attack, the score minus its class's
-    threshold).
+    threshold). `attacks` replaces THRESHOLD_ATTACKS (name -> score function) where given.
   """
+  rng = np.random.default_rng(seed)
+  fields, scores, nn = nn_audit(out, k, num_classes, attack_config, seed, rng)
+  attacks = THRESHOLD_ATTACKS if attacks is None else attacks
+  for name, score_fn in attacks.items():
+    scores[f"score_{name}"] = score_fn(out.logits[k], out.labels)
+  more, _ = score_audit(scores, out.labels, out.is_member, out.split, num_classes, seed,
+                        rng=rng, replicates=bootstrap_replicates(attack_config), nn=nn,
+                        notes=fields["notes"], attacks=tuple(attacks))
+  return fields | more, scores
+
+
+def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
+             rng: np.random.Generator) -> tuple[dict, dict[str, np.ndarray], "NNCandidate"]:
+  """`audit`'s NN attack on trial k: its record fields (`attack.evaluate`'s, attack_epochs,
+  attack_threshold, per_class), its score_nn on every example, and the headline candidate it
+  makes. Draws from `rng` (then `score_audit` goes on drawing from it)."""
   logits = out.logits[k]
   feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
   labels, is_member = out.labels, out.is_member
   test = out.split == 1
-  rng = np.random.default_rng(seed)
-  # `_nn_attack`'s steps, keeping the held-out share for the headline's choice.
   members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),
                                        np.flatnonzero(out.select(False, 0)), labels, rng)
   fit_in, fit_out, held = _held_out(members, nonmembers, rng)
@@ -240,18 +316,12 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int
   fields["attack_threshold"] = float(threshold)
   nn = NNCandidate(calls=scores["score_nn"] >= threshold,
                    auc=_cross_fitted_auc(p_by_epoch, is_member[held], rng))
-  for name, score_fn in THRESHOLD_ATTACKS.items():
-    scores[f"score_{name}"] = score_fn(logits, labels)
-  more, calls = score_audit(scores, labels, is_member, out.split, num_classes, seed, rng=rng,
-                            replicates=bootstrap_replicates(attack_config), nn=nn,
-                            notes=fields["notes"])
-  fields |= more
   correct = logits.argmax(-1) == labels
   nonmember_audit = out.select(False, 1)
   fields["per_class"] = metrics.per_class(
       correct[is_member], labels[is_member], correct[nonmember_audit], labels[nonmember_audit],
-      calls["nn"][test], is_member[test], labels[test], num_classes)
-  return fields, scores
+      nn.calls[test], is_member[test], labels[test], num_classes)
+  return fields, scores, nn
 
 
 def bootstrap_replicates(attack_config) -> int:
@@ -270,12 +340,14 @@ class NNCandidate:
 def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
                 is_member: np.ndarray, split: np.ndarray, num_classes: int | None, seed: int, *,
                 rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
-                nn: NNCandidate | None = None, notes=()) -> tuple[dict, dict[str, np.ndarray]]:
+                nn: NNCandidate | None = None, notes=(),
+                attacks: tuple[str, ...] = tuple(THRESHOLD_ATTACKS)
+                ) -> tuple[dict, dict[str, np.ndarray]]:
   """The threshold attacks on whichever scores `scores` holds, the headline and intervals.
 
   `audit`'s second half, shared with an audit of scores alone (`miajax.audit`, where a model
-  brought from elsewhere may give only its losses). For each `score_<name>` of
-  THRESHOLD_ATTACKS in `scores`, a global threshold fit on split 0 and measured on split 1;
+  brought from elsewhere may give only its losses). For each `score_<name>` of `attacks`
+  (the global-threshold attacks run: THRESHOLD_ATTACKS, or the run's `audits`) in `scores`, a global threshold fit on split 0 and measured on split 1;
   with `labels`, the CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to
   `scores`). An attack whose score is absent is null in `threshold_attacks` and no headline
   candidate. The headline is the candidate (these, and `nn` when given) with the best
@@ -289,7 +361,7 @@ def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
   fit, test = split == 0, split == 1
   calls = {} if nn is None else {"nn": nn.calls}
   fields = {"threshold_attacks": {}}
-  for name in THRESHOLD_ATTACKS:
+  for name in attacks:
     if f"score_{name}" not in scores:
       fields["threshold_attacks"][name] = None
       continue
@@ -310,7 +382,7 @@ def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
     scores[f"score_{name}"], calls[name] = shifted, shifted >= 0
 
   fields["headline_selection"] = _headline_selection(
-      scores, labels, is_member, fit, num_classes, None if nn is None else nn.auc, rng)
+      scores, labels, is_member, fit, num_classes, None if nn is None else nn.auc, rng, attacks)
   name = max(fields["headline_selection"], key=fields["headline_selection"].get)
   tpr, tpr_notes = metrics.tpr_report(scores[f"score_{name}"][test], is_member[test])
   fields |= {"headline_attack": name,
@@ -318,11 +390,13 @@ def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
              "headline_accuracy": metrics.balanced_accuracy(calls[name][test], is_member[test]),
              "headline_tpr_at_fpr": tpr,
              "notes": list(notes) + [f"headline_tpr_at_fpr: {n}" for n in tpr_notes]}
-  fields["intervals"] = _intervals(scores, calls, is_member, test, seed, replicates, name)
+  fields["intervals"] = _intervals(scores, calls, is_member, test, seed, replicates, name,
+                                   attacks)
   return fields, calls
 
 
-def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng) -> dict:
+def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng,
+                        attacks=tuple(THRESHOLD_ATTACKS)) -> dict:
   """Each headline candidate's ROC AUC on split 0, out of sample; split 1 is never read.
 
   The global-threshold scores need no fit: their AUC over all of split 0. Class thresholds
@@ -335,7 +409,7 @@ def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng
   """
   idx = np.flatnonzero(fit)
   m = is_member[idx]
-  out = {name: metrics.roc_auc(scores[f"score_{name}"][idx], m) for name in THRESHOLD_ATTACKS
+  out = {name: metrics.roc_auc(scores[f"score_{name}"][idx], m) for name in attacks
          if f"score_{name}" in scores}
   if nn_auc is not None:
     out["nn"] = nn_auc
@@ -349,10 +423,17 @@ def _headline_selection(scores, labels, is_member, fit, num_classes, nn_auc, rng
       thresholds, _ = metrics.class_thresholds(s[a], m[a], y[a], num_classes)
       shifted[b] = s[b] - thresholds[y[b]]
     out[name] = metrics.roc_auc(shifted, m)
-  return {name: out[name] for name in HEADLINE_CANDIDATES if name in out}
+  return {name: out[name] for name in _candidates(attacks) if name in out}
 
 
-def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> dict:
+def _candidates(attacks: tuple[str, ...]) -> tuple[str, ...]:
+  """The headline's candidates in tie-breaking order: HEADLINE_CANDIDATES' order, with the
+  global-threshold attacks `attacks`."""
+  return ("nn", *attacks, *CLASS_THRESHOLD_ATTACKS)
+
+
+def _intervals(scores, calls, is_member, test, seed, replicates, headline,
+               attacks=tuple(THRESHOLD_ATTACKS)) -> dict:
   """95% stratified bootstrap intervals over the audit examples, shaped like the record;
   `headline` names the attack behind the headline_* fields. An attack not in `calls` (not
   run) has null intervals."""
@@ -361,7 +442,7 @@ def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> di
         scores[f"score_{name}"][test], is_member[test], calls[name][test],
         replicates=replicates, seed=seed)
 
-  boots = {name: boot(name) for name in HEADLINE_CANDIDATES if name in calls}
+  boots = {name: boot(name) for name in _candidates(attacks) if name in calls}
   nn, top = boots.get("nn", dict.fromkeys(("accuracy", "auc", "tpr_at_fpr"))), boots[headline]
   out = {"level": 0.95, "replicates": replicates,
          "covers": "resampling of the audit examples (members and non-members separately)",
@@ -369,7 +450,7 @@ def _intervals(scores, calls, is_member, test, seed, replicates, headline) -> di
          "attack_tpr_at_fpr": nn["tpr_at_fpr"], "threshold_attacks": {},
          "headline_accuracy": top["accuracy"], "headline_auc": top["auc"],
          "headline_tpr_at_fpr": top["tpr_at_fpr"]}
-  for name in (*THRESHOLD_ATTACKS, *CLASS_THRESHOLD_ATTACKS):
+  for name in (*attacks, *CLASS_THRESHOLD_ATTACKS):
     out["threshold_attacks"][name] = (
         {"accuracy": boots[name]["accuracy"], "auc": boots[name]["auc"]} if name in boots
         else None)
@@ -421,8 +502,13 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
 
 def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
   """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
-  np.savez(path, logits=out.logits[k].astype(np.float32), labels=out.labels,
-           is_member=out.is_member, split=out.split, index=out.index, **scores)
+  np.savez(path, **scores_file(out, k, scores))
+
+
+def scores_file(out: Outputs, k: int, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """scores.npz's arrays: trial k's logits, the examples' labels and roles, and `scores`."""
+  return dict(logits=out.logits[k].astype(np.float32), labels=out.labels,
+              is_member=out.is_member, split=out.split, index=out.index, **scores)
 
 
 def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,

@@ -7,8 +7,9 @@ process:
 
   setting up  stacks left to set up x the mean seconds a stack took to set up so far
   compiling   phases left to compile x the mean seconds a phase took to compile so far
-  training    trial-steps left at the stack's own rate while it trains, at the run's rate
-              (all stacks so far) for stacks not started
+  training    the work left, in plain classifier steps (each phase's steps x its defence's
+              `step_cost`: a Min-Max or DP step is several), at the stack's own pace once it
+              trains, at the run's pace (all stacks so far) for stacks not started
   auditing    trials left to audit x the mean seconds per trial audited so far
 
 Until something is measured, a guess stands in for it (the *_GUESS_S below).
@@ -29,10 +30,20 @@ AUDIT_GUESS_S = 30.0         # per trial
 class Stack:
   trials: int
   phase_steps: tuple[int, ...]          # each phase's steps, per trial, in order
+  phase_costs: tuple[float, ...] | None = None   # a step's cost in plain steps; None: all 1
 
   @property
   def steps(self) -> int:
     return sum(self.phase_steps)
+
+  def work(self, begin: int, end: int) -> float:
+    """Steps begin..end of one trial, in plain classifier steps."""
+    costs = self.phase_costs or (1.0,) * len(self.phase_steps)
+    total, start = 0.0, 0
+    for steps, cost in zip(self.phase_steps, costs):
+      total += max(0, min(end, start + steps) - max(begin, start)) * cost
+      start += steps
+    return total
 
 
 @dataclasses.dataclass
@@ -58,7 +69,7 @@ class Progress:
     self.done_compiling: set[tuple[str, int]] = set()   # (method, phase) compiled here
     self.audited: set[str] = set()
     self.set_up: set[str] = set()
-    self.training = {m: _Pace() for m in stacks}  # trial-steps, seconds
+    self.training = {m: _Pace() for m in stacks}  # plain trial-steps, seconds
     self.setup_pace = _Pace()                     # stacks, seconds
     self.compiling_pace = _Pace()                 # phases, seconds
     self.auditing = _Pace()                       # trials, seconds
@@ -104,8 +115,9 @@ class Progress:
 
   def trained(self, method: str, steps: int, seconds: float) -> None:
     """`steps` more steps of every trial of the stack, trained in `seconds`."""
+    stack, done = self.stacks[method], self.done[method]
     self.done[method] += steps
-    self.training[method].add(steps * self.stacks[method].trials, seconds)
+    self.training[method].add(stack.work(done, done + steps) * stack.trials, seconds)
 
   def audited_in(self, method: str, seconds: float) -> None:
     self.audited.add(method)
@@ -127,7 +139,7 @@ class Progress:
       run.add(pace.work, pace.seconds)
     total = 0.0
     for method, stack in self.stacks.items():
-      left = (stack.steps - self.done[method]) * stack.trials
+      left = stack.work(self.done[method], stack.steps) * stack.trials
       if left > 0:
         per_step = self.training[method].per_work(run.per_work())
         if per_step is None:

@@ -24,6 +24,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from miajax import audits
 from miajax import checkpoint as checkpoint_lib
 from miajax import config as config_lib
 from miajax import defences
@@ -121,8 +122,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   done = {r["name"]: r for r in results.load(workdir)}
   stacks = trials_lib.groups(trials)
   progress = progress_lib.Progress({m: progress_lib.Stack(
-      len(g), defences.get(m).phase_steps(config, steps_per_epoch))
-      for m, g in stacks.items()})
+      len(g), defences.get(m).phase_steps(config, steps_per_epoch),
+      defences.get(m).phase_costs(config)) for m, g in stacks.items()})
   with _stop_on_signals() as stop:
     for method, group in stacks.items():
       records = _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
@@ -212,7 +213,6 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
   mesh = _mesh(len(group), config.data.batch_size, strategy)
   state_sharding = NamedSharding(mesh, P("trial"))
   batch_sharding = NamedSharding(mesh, P("trial", "data"))
-  eval_sharding = NamedSharding(mesh, P("data"))
   max_batch = None
   if recipe.sampling == "poisson":
     # Poisson batches vary in size; the step is one program over a padded static size that
@@ -276,92 +276,38 @@ def _run_stack(config, workdir, method, group, data, split, trial_splits, strate
 
   # ---------------------------------------------------------------- evaluation
   t_audit = time.time()
+  swept = any(t.values for t in group)
   logging.info("%s trained; auditing %s (%s; about %s)", where, _count(len(group), "trial"),
-               "LiRA and RMIA" if lira_keep is not None else
-               "attack model, threshold attacks" + (", selection folds" if any(
-                   t.values for t in group) else ""),
+               audits.describe(config, audits.layout(config), swept),
                progress_lib.seconds(progress.audit_estimate(method)))
   eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
-  if lira_keep is not None:
-    records = _lira_records(config, workdir, method, group, state, data, split, eval_fn,
-                            eval_sharding, lira_keep, total, t0, recipes)
-    ckpt.close()
-    return _audited(workdir, where, method, records, progress, time.time() - t_audit)
-  outs = {}   # one evaluation of the stack per distinct split
+  eval_sharding = NamedSharding(mesh, P("data"))
+  stack = evaluate.StackOutputs(
+      lambda split, idx: evaluate.logits(state, data, split, idx, eval_fn, eval_sharding,
+                                         config.data.eval_batch_size),
+      data, splits=own, split_keys=[t.seed if config.split_per_trial else None for t in group],
+      keep=None if lira_keep is None else lira_keep[:len(group)])
+  audited = audits.audit_stack(stack, trials_lib.seeds(group), config, data.num_classes, swept)
   wall = time.time() - t0
   records = []
-  swept = any(t.values for t in group)
-  for k, t in enumerate(group):
-    key = t.seed if config.split_per_trial else None
-    if key not in outs:
-      outs[key] = evaluate.outputs(state, data, own[k], eval_fn, eval_sharding,
-                                   config.data.eval_batch_size)
-    out = outs[key]
-    train_acc, test_acc = evaluate.accuracies(out)
-    fields, scores = evaluate.audit(out, k, data.num_classes, config.attack, t.seed)
-    # Algorithm 1's inputs, from split 0 only: every trial's selection accuracy (the
-    # baseline's bounds the choice), and in a swept stack the cross-validated attack gain.
-    fields["selection_accuracy"] = float(evaluate.selection_accuracy(out)[k])
-    if swept:
-      fields |= evaluate.selection_gain(
-          out, k, data.num_classes, config.attack, t.seed, config.select.folds)
-    fields |= pruning.compression(_trial_params(state, k))
+  for k, (t, result) in enumerate(zip(group, audited)):
     if _is_writer():
-      evaluate.save_scores(workdir / t.name / "scores.npz", out, k, scores)
+      for filename, arrays in result.files.items():
+        np.savez(workdir / t.name / filename, **arrays)
+    train_acc, test_acc = stack.accuracies(k)
     records.append(results.record(
         name=t.name, method=method, **data.record_fields, model=config.model.name,
-        seed=t.seed, step=total, train_accuracy=float(train_acc[k]),
-        test_accuracy=float(test_acc[k]), wall_seconds=wall,
-        checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
+        seed=t.seed, step=total, train_accuracy=train_acc, test_accuracy=test_acc,
+        wall_seconds=wall, checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
         versions=results.versions(), group=t.group, sweep=dict(t.values) or None,
-        split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed, **fields,
-        **recipes[k].report))
+        split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed,
+        **result.fields, **pruning.compression(_trial_params(state, k)), **recipes[k].report))
   ckpt.close()
-  return _audited(workdir, where, method, records, progress, time.time() - t_audit)
-
-
-def _audited(workdir, where, method, records, progress, seconds):
-  """The stack's audit is done: its time counted, its numbers in TensorBoard, a log line."""
+  seconds = time.time() - t_audit
   progress.audited_in(method, seconds)
   if _is_writer():
     logs_lib.write_audit(workdir, records)
   logging.info("%s audited in %.0f s; run ETA %s", where, seconds, progress.eta())
-  return records
-
-
-def _lira_records(config, workdir, method, group, state, data, split, eval_fn, sharding, keep,
-                  total, t0, recipes):
-  """LiRA and RMIA on model 0 of the stack with the others as its shadows (RMIA's reference
-  models); accuracies for all."""
-  batch_size = config.data.eval_batch_size
-  pool_logits = evaluate.logits(state, data, "train", split.train, eval_fn, sharding, batch_size)
-  audit_logits = evaluate.logits(state, data, "test", split.audit, eval_fn, sharding, batch_size)
-  pool_labels = evaluate.labels(data, "train", split.train)
-  audit_labels = evaluate.labels(data, "test", split.audit)
-  pop_split, pop_index = evaluate.rmia_population(split)
-  pop_logits = evaluate.logits(state, data, pop_split, pop_index, eval_fn, sharding, batch_size)
-  pop_labels = evaluate.labels(data, pop_split, pop_index)
-  fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep[:len(group)], pop_logits,
-                                       pop_labels, rmia_offline_a=config.lira.rmia_offline_a)
-  if _is_writer():
-    np.savez(workdir / group[0].name / "lira_scores.npz", index=split.train,
-             labels=pool_labels, is_member=keep[0], keep=keep[:len(group)],
-             logits=pool_logits[0], shadow_logits=pool_logits[1:],
-             population_index=pop_index, population_labels=pop_labels,
-             population_logits=pop_logits[0], shadow_population_logits=pop_logits[1:],
-             **{f"score_{k}": v for k, v in scores.items()})
-  wall = time.time() - t0
-  records = []
-  for k, t in enumerate(group):
-    own = keep[t.lira_model]
-    records.append(results.record(
-        name=t.name, method=method, **data.record_fields, model=config.model.name,
-        seed=t.seed, step=total,
-        train_accuracy=float((pool_logits[k].argmax(-1) == pool_labels)[own].mean()),
-        test_accuracy=float((audit_logits[k].argmax(-1) == audit_labels).mean()),
-        wall_seconds=wall, checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions(), lira=fields if t.lira_model == 0 else None,
-        **pruning.compression(_trial_params(state, k)), **recipes[k].report))
   return records
 
 

@@ -89,3 +89,35 @@ def test_the_setup_and_compiling_lines_name_the_stack_phase_trials_and_time():
 def test_times_read_as_seconds_or_hours_minutes_seconds():
   assert progress_lib.seconds(21.4) == "21 s" and progress_lib.seconds(3725) == "1:02:05"
   assert progress_lib.hms(float("inf")) == "?"
+
+
+def test_a_stack_not_started_is_estimated_by_its_defences_step_cost():
+  # Min-Max's steps cost 2.7 plain steps, DP's 4: a plain stack's pace predicts theirs.
+  p = Progress({"baseline": Stack(1, (100,)), "minmax": Stack(1, (100,), (2.7,)),
+                "pruning": Stack(1, (50, 50), (1.0, 2.0))})
+  p.trained("baseline", 100, seconds=10.0)          # 0.1 s a plain step
+  p.audited_in("baseline", seconds=0.0)
+  p.was_set_up("baseline", 0.0)
+  training = 100 * 2.7 * 0.1 + (50 * 1.0 + 50 * 2.0) * 0.1
+  others = 2 * 0.0 + 3 * progress_lib.COMPILE_GUESS_S + 2 * 0.0
+  assert p.seconds_left() == pytest.approx(training + others)
+
+
+def test_a_started_stack_weighs_its_own_pace_by_the_cost_of_the_phases_left():
+  p = Progress({"pruning": Stack(1, (50, 50), (1.0, 3.0))})
+  p.compiling("pruning", 0, "pretrain", since=0.0)
+  p.compiled(now=0.0)
+  p.trained("pruning", 50, seconds=5.0)             # 0.1 s a plain step
+  p.audited_in("pruning", seconds=0.0)              # (as if audited: training left only)
+  assert p.seconds_left() == pytest.approx(50 * 3.0 * 0.1 + 1 * 0.0)
+
+
+def test_every_defence_costs_at_least_a_plain_step_and_min_max_and_dp_cost_more():
+  from miajax import config as config_lib
+  from miajax import defences
+  config = config_lib.base()
+  costs = {m: defences.get(m).phase_costs(config) for m in defences.NAMES}
+  assert all(c >= 1.0 for phase_costs in costs.values() for c in phase_costs)
+  assert costs["baseline"] == (1.0,) and costs["pruning"] == (1.0, 1.0, 1.0)
+  assert min(costs["minmax"]) > 2 and min(costs["pruning_minmax"]) > 2
+  assert costs["dp"][0] > 3

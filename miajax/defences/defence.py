@@ -81,11 +81,19 @@ class Defence:
   # (recipe, state, mesh, strategy, data) -> None: raises before training if it cannot train.
   check: Callable[..., None] | None = None
   report_fields: tuple[str, ...] = ()   # record fields its recipes report
+  # (config, phase name) -> a step's cost in plain classifier steps (for a defence that wraps,
+  # the cost it adds): the ETA's prior for a stack not yet timed, from the work per step.
+  step_cost: Callable[[Any, str], float] | None = None
 
   def phase_steps(self, config, steps_per_epoch: int) -> tuple[int, ...]:
     """The steps of each phase, known before anything is built."""
     return tuple(epochs_to_steps(field_value(config, field), steps_per_epoch)
                  for _, field in self.phases)
+
+  def phase_costs(self, config) -> tuple[float, ...]:
+    """Each phase's step cost in plain classifier steps (1.0 unless the defence says)."""
+    return tuple(self.step_cost(config, name) if self.step_cost else 1.0
+                 for name, _ in self.phases)
 
   def recipe(self, config, model, tx, steps_per_epoch: int, num_classes: int,
              num_members: int) -> Recipe:

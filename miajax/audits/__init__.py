@@ -1,0 +1,107 @@
+"""The audits a run can measure its models with, by name: `get(name)`, `NAMES`, `DEFAULT`,
+`register` for a new one, and `audit_stack`, which runs a config's audits on a trained stack.
+
+Each module holds one audit (`audit.Audit`), or a family (`thresholds`). Adding an audit is
+its module and one `register` line below; `config.audits` then accepts its name. The trainer
+evaluates each set the audits read once (`evaluate.StackOutputs`) and builds one record per
+trial from every audit's fields.
+"""
+
+import numpy as np
+
+from miajax import evaluate
+from miajax.audits import lira
+from miajax.audits import margin
+from miajax.audits import nn
+from miajax.audits import selection
+from miajax.audits import thresholds
+from miajax.audits.audit import LAYOUTS, Audit, Result, Target
+
+_REGISTRY: dict[str, Audit] = {}
+NAMES: tuple[str, ...] = ()
+
+
+def register(audit: Audit) -> None:
+  global NAMES
+  if audit.name in _REGISTRY:
+    raise ValueError(f"audit {audit.name!r} is registered already")
+  if audit.layout not in LAYOUTS or (audit.run is None) == (audit.score is None):
+    raise ValueError(f"audit {audit.name!r}: a layout of {LAYOUTS}, and either run or score")
+  _REGISTRY[audit.name] = audit
+  NAMES = tuple(_REGISTRY)
+
+
+def get(name: str) -> Audit:
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown audit {name!r}; allowed: {', '.join(NAMES)}")
+  return _REGISTRY[name]
+
+
+register(nn.AUDIT)
+for _audit in thresholds.AUDITS:
+  register(_audit)
+register(selection.AUDIT)
+register(lira.AUDIT)
+register(margin.AUDIT)
+
+# What a run measures unless config.audits says otherwise: every audit but the opt-in ones.
+DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "lira")
+
+
+def layout(config) -> str:
+  """The stack layout a config trains: "lira" with LiRA shadows, else "splits"."""
+  return "lira" if config.lira.num_shadows else "splits"
+
+
+def selected(config, layout_name: str) -> list[Audit]:
+  """The config's audits that apply to stacks of `layout_name`, in config order."""
+  return [a for a in map(get, config.audits) if a.layout == layout_name]
+
+
+def describe(config, layout_name: str, swept: bool) -> str:
+  """What auditing a stack runs, for its progress line."""
+  titles = [a.title for a in selected(config, layout_name)
+            if swept or a.name != "selection"]
+  return ", ".join(dict.fromkeys(titles)) or "nothing"
+
+
+def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_classes: int,
+                swept: bool) -> list[Result]:
+  """Every audit of `config.audits` for the stack's layout on each trial: one Result per
+  trial with the fields of all of them, its per-example scores and the files to write.
+
+  A trial's audits draw from one generator seeded by its seed, in config order, the threshold
+  attacks' headline last (`evaluate.score_audit`). In the "splits" layout the per-example
+  scores go to the trial's scores.npz with its logits and roles (`evaluate.scores_file`).
+  """
+  audits = selected(config, stack.layout)
+  runs = [a for a in audits if a.run is not None]
+  scored = [a for a in audits if a.score is not None]
+  results = []
+  for k, seed in enumerate(seeds):
+    target = Target(k=k, seed=seed, stack=stack, config=config, num_classes=num_classes,
+                    swept=swept)
+    rng = np.random.default_rng(seed)
+    fields, scores, candidate, files = {}, {}, None, {}
+    for a in runs:
+      if a.once and k:
+        fields |= dict.fromkeys(a.fields)       # measured on the target only
+        continue
+      r = a.run(target, rng)
+      fields |= r.fields
+      scores |= r.scores
+      files |= r.files
+      candidate = r.candidate or candidate
+    if stack.layout == "splits":
+      out = stack.membership(k)
+      if scored or candidate is not None:
+        for a in scored:
+          scores[f"score_{a.name}"] = a.score(out.logits[k], out.labels)
+        more, _ = evaluate.score_audit(
+            scores, out.labels, out.is_member, out.split, num_classes, seed, rng=rng,
+            replicates=evaluate.bootstrap_replicates(config.attack), nn=candidate,
+            notes=fields.get("notes", ()), attacks=tuple(a.name for a in scored))
+        fields |= more
+      files["scores.npz"] = evaluate.scores_file(out, k, scores)
+    results.append(Result(fields, scores, candidate, files))
+  return results

@@ -1,0 +1,25 @@
+"""LiRA and RMIA on a LiRA stack: model 0 the target, models 1.. its shadows (RMIA's reference
+models), over the pool of members each model took half of (`evaluate.lira_audit`)."""
+
+from miajax import evaluate
+from miajax.audits.audit import Audit, Result
+
+
+def _run(target, rng):
+  del rng
+  stack, config = target.stack, target.config
+  pool_logits, pool_labels = stack.pool()
+  pop_index, pop_logits, pop_labels = stack.population()
+  keep = stack.keep
+  fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep, pop_logits, pop_labels,
+                                       rmia_offline_a=config.lira.rmia_offline_a)
+  saved = dict(index=stack.splits[0].train, labels=pool_labels, is_member=keep[0], keep=keep,
+               logits=pool_logits[0], shadow_logits=pool_logits[1:],
+               population_index=pop_index, population_labels=pop_labels,
+               population_logits=pop_logits[0], shadow_population_logits=pop_logits[1:],
+               **{f"score_{k}": v for k, v in scores.items()})
+  return Result({"lira": fields}, files={"lira_scores.npz": saved})
+
+
+AUDIT = Audit(name="lira", title="LiRA and RMIA", layout="lira", run=_run, fields=("lira",),
+              once=True)

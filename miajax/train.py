@@ -1,42 +1,31 @@
-"""The whole run, top to bottom: inputs, mesh, trial stacks, phases, checkpoints, evaluation.
+"""The whole run, top to bottom: inputs checked, the workdir, each method's stack, the choice.
 
-`train_and_evaluate(config, workdir)` trains every trial of the config, one stack per method,
-resuming each stack from its latest checkpoints, and writes results.json/results.csv.
+`train_and_evaluate(config, workdir)` trains every trial of the config, one stack per method
+(`stack.run_stack`), resuming each stack from its latest checkpoints, and writes
+results.json/results.csv, then Algorithm 1's choice (`selection`) where the run sweeps.
 """
 
 import contextlib
-import dataclasses
-import functools
 import json
-import math
 import os
 import signal
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from miajax import audits
-from miajax import checkpoint as checkpoint_lib
 from miajax import config as config_lib
 from miajax import defences
-from miajax import evaluate
 from miajax import lira
-from miajax import logs as logs_lib
-from miajax import models
 from miajax import progress as progress_lib
-from miajax import pruning
 from miajax import results
 from miajax import selection
 from miajax import splits as splits_lib
+from miajax import stack as stack_lib
 from miajax import steps
 from miajax import trials as trials_lib
 from miajax.data import pipeline
@@ -98,7 +87,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
 
   # ---------------------------------------------------------------- workdir
   # Files are written by the first host only; Orbax coordinates the checkpoints of all hosts.
-  if _is_writer():
+  if stack_lib.is_writer():
     try:
       workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -125,11 +114,12 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       len(g), defences.get(m).phase_steps(config, steps_per_epoch),
       defences.get(m).phase_costs(config)) for m, g in stacks.items()})
   with _stop_on_signals() as stop:
+    run = stack_lib.Run(config, workdir, data, split, trial_splits, strategy, steps_per_epoch,
+                        lira_keep, stop, progress)
     for method, group in stacks.items():
-      records = _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
-                           steps_per_epoch, done, lira_keep, stop, progress)
+      records = stack_lib.run_stack(run, method, group, done)
       done.update({r["name"]: r for r in records})
-      if _is_writer():
+      if stack_lib.is_writer():
         results.write(workdir, [done[t.name] for t in trials if t.name in done])
       if stop:
         raise Interrupted(f"interrupted after {method} finished; rerun the same command to "
@@ -137,7 +127,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
 
   final = [done[t.name] for t in trials]
   choice = selection.choose(final, config.select.max_accuracy_drop, config.select.folds)
-  if _is_writer():
+  if stack_lib.is_writer():
     print(results.table(final), flush=True)
     if choice is not None:
       selection.write(workdir, choice)
@@ -175,266 +165,6 @@ def _stop_on_signals():
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
-
-
-def _is_writer() -> bool:
-  return jax.process_index() == 0
-
-
-def _run_stack(config, workdir, method, group, data, split, trial_splits, strategy,
-               steps_per_epoch, done, lira_keep=None, stop=(), progress=None):
-  t_setup = time.time()
-  names = [t.name for t in group]
-  model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
-  tx = steps.optimizer(config)
-  own = [trial_splits[t.name] for t in group]
-  members = [s.train for s in own] if lira_keep is None else [
-      split.train[lira_keep[t.lira_model]] for t in group]
-  # One recipe per trial, for its own hyperparameters and report (DP-SGD accounts with the
-  # trial's own member count); the phases (and so the compiled steps) are the first one's,
-  # which is right because swept values are all traced.
-  defence = defences.get(method)
-  recipes = [defence.recipe(trials_lib.config_for(config, t), model, tx, steps_per_epoch,
-                            data.num_classes, len(m))
-             for t, m in zip(group, members)]
-  recipe = recipes[0]
-  total = recipe.total_steps
-  progress = progress or progress_lib.Progress(
-      {method: progress_lib.Stack(len(group), tuple(p.steps for p in recipe.phases))})
-  where = progress.label(method)
-  if all(done.get(n, {}).get("step") == total for n in names):
-    logging.info("%s all %s finished earlier; keeping their results", where,
-                 _count(len(names), "trial"))
-    progress.finished_earlier(method)
-    return [done[n] for n in names]
-  logging.info("%s", progress.setting_up(method))
-
-  # ---------------------------------------------------------------- mesh
-  mesh = _mesh(len(group), config.data.batch_size, strategy)
-  state_sharding = NamedSharding(mesh, P("trial"))
-  batch_sharding = NamedSharding(mesh, P("trial", "data"))
-  max_batch = None
-  if recipe.sampling == "poisson":
-    # Poisson batches vary in size; the step is one program over a padded static size that
-    # holds every draw of the run, split evenly over the "data" devices and the hosts.
-    max_batch = pipeline.poisson_max_batch(
-        members, trials_lib.seeds(group), config.data.batch_size, total,
-        math.lcm(mesh.shape["data"], jax.process_count()))
-    recipes = [dataclasses.replace(r, report=r.report | {r.max_batch_field: max_batch})
-               for r in recipes]
-
-  # ---------------------------------------------------------------- state
-  init = functools.partial(steps.init, model=model, tx=tx, input_shape=data.input_shape,
-                           extra_fn=recipe.extra)
-  keys = jnp.stack([jax.random.PRNGKey(t.seed) for t in group])
-  state = jax.jit(jax.vmap(init), out_shardings=state_sharding)(keys)
-  hp = _stack_hp(recipes, state)
-  ckpt = checkpoint_lib.TrialCheckpoints(workdir, names)
-  start, restored = ckpt.restore_latest(state, state_sharding)
-  if start:
-    state = restored
-    logging.info("%s resumed %s at step %d of %d", where, _count(len(group), "trial"), start,
-                 total)
-  progress.restored(method, start)
-  logs = logs_lib.TrialLogs(workdir, names, start, writer=_is_writer())
-  if defence.check is not None and start < total:
-    defence.check(recipe, state, mesh, strategy, data)
-
-  # ---------------------------------------------------------------- phases
-  t0 = time.time()
-  progress.was_set_up(method, t0 - t_setup)
-  seeds = trials_lib.seeds(group)
-  begin = 0
-  for k, phase in enumerate(recipe.phases):
-    end = begin + phase.steps
-    if start < end:
-      logging.info("%s", progress.compiling(method, k, phase.name, time.time()))
-      if start == begin and phase.enter is not None:
-        enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), strategy)
-        state = enter(state, hp)[0]
-      side_sets = defence.side_sets(config, group, own, members, lira_keep is not None,
-                                    recipe.attack_batches) if defence.side_sets else None
-      if recipe.sampling == "poisson":
-        batches = pipeline.poisson_batches(data, members, seeds, config.data.batch_size,
-                                           start, end, max_batch, config.data.workers)
-      else:
-        batches = pipeline.train_batches(data, members, seeds, config.data.batch_size,
-                                         start, end, config.data.workers, side_sets)
-      try:
-        state = _train_phase(config, logs, method, phase, names, state, hp, batches,
-                             batch_sharding, ckpt, begin, start, end, total, strategy, stop,
-                             progress)
-      except BaseException:
-        logs.close()
-        raise
-      start = end
-    begin = end
-  if ckpt.latest_step() != total:
-    ckpt.save(total, state, _meta(names, method, "end", total, total, state))
-  ckpt.wait()
-  logs.close()
-
-  # ---------------------------------------------------------------- evaluation
-  t_audit = time.time()
-  swept = any(t.values for t in group)
-  logging.info("%s trained; auditing %s (%s; about %s)", where, _count(len(group), "trial"),
-               audits.describe(config, audits.layout(config), swept),
-               progress_lib.seconds(progress.audit_estimate(method)))
-  eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=model), strategy)
-  eval_sharding = NamedSharding(mesh, P("data"))
-  stack = evaluate.StackOutputs(
-      lambda split, idx: evaluate.logits(state, data, split, idx, eval_fn, eval_sharding,
-                                         config.data.eval_batch_size),
-      data, splits=own, split_keys=[t.seed if config.split_per_trial else None for t in group],
-      keep=None if lira_keep is None else lira_keep[:len(group)])
-  audited = audits.audit_stack(stack, trials_lib.seeds(group), config, data.num_classes, swept)
-  wall = time.time() - t0
-  records = []
-  for k, (t, result) in enumerate(zip(group, audited)):
-    if _is_writer():
-      for filename, arrays in result.files.items():
-        np.savez(workdir / t.name / filename, **arrays)
-    train_acc, test_acc = stack.accuracies(k)
-    records.append(results.record(
-        name=t.name, method=method, **data.record_fields, model=config.model.name,
-        seed=t.seed, step=total, train_accuracy=train_acc, test_accuracy=test_acc,
-        wall_seconds=wall, checkpoint_dir=str((workdir / t.name / "checkpoints").absolute()),
-        versions=results.versions(), group=t.group, sweep=dict(t.values) or None,
-        split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed,
-        **result.fields, **pruning.compression(_trial_params(state, k)), **recipes[k].report))
-  ckpt.close()
-  seconds = time.time() - t_audit
-  progress.audited_in(method, seconds)
-  if _is_writer():
-    logs_lib.write_audit(workdir, records)
-  logging.info("%s audited in %.0f s; run ETA %s", where, seconds, progress.eta())
-  return records
-
-
-def _train_phase(config, logs, method, phase, names, state, hp, batches, batch_sharding,
-                 ckpt, begin, start, end, total, strategy, stop, progress):
-  step_fn = steps.lift(phase.step, strategy)
-  periodic = steps.lift_update(phase.periodic, strategy) if phase.periodic else None
-  log_every, ckpt_every = config.train.log_every, config.train.checkpoint_every
-  record_every = min(config.train.metrics_every, log_every)
-  examples = len(names) * config.data.batch_size
-  # XLA:CPU's in-process collectives deadlock with many multi-device programs in flight:
-  # there, wait for the step before last (accelerators keep the queue unbounded).
-  bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
-  where = progress.label(method)
-  # The objective's terms beyond the cross-entropy, named for the log line.
-  extra = "+".join(defences.get(method).added_terms(phase.name))
-  residual = ""
-  window, t_window = [], time.time()
-  printed, t_printed = start, t_window
-  for step in range(start, end):
-    batch = pipeline.place(next(batches), batch_sharding.mesh)
-    state, metrics = step_fn(state, batch, hp)
-    if step == start:
-      # The first step compiles: its time is the phase's compile, not its training rate.
-      jax.block_until_ready(metrics)
-      t_window = t_printed = time.time()
-      logging.info("%s", progress.compiled(t_window))
-    window.append(metrics)
-    if bounded and len(window) > 2:
-      jax.block_until_ready(window[-3])
-    done = step + 1
-    if periodic is not None and (done - begin) % phase.every == 0:
-      state, update_metrics = periodic(state, hp)
-      update_metrics = jax.device_get(update_metrics)
-      logs.append(done, phase.name + "_update", update_metrics)
-      residual = "  residual ||W - Z|| %.3g" % max(float(np.max(v))
-                                                  for v in update_metrics.values())
-    # Curves are recorded every record_every steps; a progress line printed every log_every.
-    if done % record_every == 0 or done == end:
-      means = {k: np.mean(np.stack([np.asarray(m[k]) for m in window]), 0)
-               for k in window[0]}          # per trial, over the window
-      _check_finite(means, names, done, phase.name)
-      now = time.time()
-      progress.trained(method, len(window), now - t_window)
-      logs.append(done, phase.name, means,
-                  {"examples_per_s": len(window) * examples / max(now - t_window, 1e-9)})
-      window, t_window = [], now
-      if done // log_every > printed // log_every or done == end:
-        rate = (done - printed) * examples / max(now - t_printed, 1e-9)
-        loss = float(means.get("cross_entropy", means["loss"]).mean())
-        terms = f"  {extra} {float(means['loss'].mean()) - loss:.4g}" if extra else ""
-        logging.info("%s %s step %d/%d  loss %.4f%s  acc %.3f%s  %.0f ex/s  ETA %s (run %s)",
-                     where, phase.name, done, total, loss, terms,
-                     float(means["accuracy"].mean()), residual, rate,
-                     progress_lib.hms((total - done) * examples / rate), progress.eta())
-        printed, t_printed = done, now
-    preempted = (jax.process_count() > 1 and
-                 multihost_utils.reached_preemption_sync_point(done))
-    if done % ckpt_every == 0 or done == end or preempted:
-      ckpt.save(done, state, _meta(names, method, phase.name, done, total, state))
-    if preempted:
-      ckpt.wait()
-      raise Preempted(f"preempted at step {done} of {method}; checkpoint saved, rerun the "
-                      "same command to resume")
-    if stop and done < total:
-      ckpt.wait()
-      if ckpt.latest_step() != done:
-        ckpt.save(done, state, _meta(names, method, phase.name, done, total, state))
-        ckpt.wait()
-      ckpt.close()
-      raise Interrupted(f"interrupted at step {done} of {method}; rerun the same command to "
-                        "resume", 128 + stop[0])
-  return state
-
-
-class Preempted(Exception):
-  """The cluster asked the run to stop (SIGTERM on a multi-host run); resumable."""
-
-
-def _meta(names, method, phase, step, total, state):
-  """Checkpoint metadata; the final checkpoint also carries the compression report."""
-  meta = [{"trial": n, "method": method, "phase": phase, "step": step,
-           "input_position": step} for n in names]
-  if step == total:
-    for k, m in enumerate(meta):
-      m["compression"] = pruning.compression(_trial_params(state, k))
-  return meta
-
-
-def _trial_params(state, k):
-  return jax.device_get(jax.tree.map(lambda x: x[k], state.params))
-
-
-def _stack_hp(recipes, state):
-  """Each trial's traced hyperparameters, stacked on the trial axis."""
-  if recipes[0].hp is None:
-    return {}
-  params0 = jax.tree.map(lambda x: x[0], state.params)
-  return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
-                      *[r.hp(params0) for r in recipes])
-
-
-def _mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:
-  """("trial", "data"): trials spread over devices when vmapped, the batch over the rest."""
-  n = jax.device_count()
-  trial = max(d for d in range(1, n + 1) if n % d == 0 and num_trials % d == 0)
-  if strategy != "vmap":
-    trial = 1
-  data = n // trial
-  if batch_size % data:
-    raise UserError(f"data.batch_size={batch_size} does not split over {data} devices; "
-                    f"allowed: a multiple of {data}")
-  return jax.make_mesh((trial, data), ("trial", "data"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
-
-
-def _check_finite(means, names, step, phase):
-  for key, values in means.items():
-    bad = [n for n, v in zip(names, np.atleast_1d(values)) if not np.isfinite(v)]
-    if bad:
-      raise FloatingPointError(
-          f"{key} is not finite at step {step} ({phase}) in trial {bad[0]}; lower "
-          "optimizer.learning_rate or check the data")
-
-
-def _count(n: int, noun: str) -> str:
-  return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_workdir(workdir: str | Path) -> None:

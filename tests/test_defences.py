@@ -80,9 +80,10 @@ def test_each_defence_builds_what_it_declares(name):
     assert config.sweep[key] == () and defences.field_value(config, field) is not None
 
 
-def test_the_trainer_names_no_defence():
+@pytest.mark.parametrize("module", ["train.py", "stack.py"])
+def test_the_trainer_names_no_defence(module):
   names = re.compile(r"\b(" + "|".join(defences.NAMES) + r")\b")
-  source = (ROOT / "miajax" / "train.py").read_text()
+  source = (ROOT / "miajax" / module).read_text()
   strings = [n.value for n in ast.walk(ast.parse(source))
              if isinstance(n, ast.Constant) and isinstance(n.value, str)]
   assert not [s for s in strings if names.search(s)]

@@ -467,6 +467,13 @@ def selection_accuracy(out: Outputs) -> np.ndarray:
   return correct[:, out.select(member=False, split=0)].mean(-1)
 
 
+def selection_train_accuracy(out: Outputs) -> np.ndarray:
+  """Per-trial accuracy on split 0's members (the attack's training members): with
+  `selection_accuracy`, a generalisation gap measured without the audit split."""
+  correct = out.logits.argmax(-1) == out.labels[None]
+  return correct[:, out.select(member=True, split=0)].mean(-1)
+
+
 def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
                    folds: int) -> dict:
   """Algorithm 1's criterion for trial k without the audit split: the paper's attack trained

@@ -4,6 +4,8 @@ Reads only what a run left on disk (results.json, each trial's metrics.jsonl, sc
 final checkpoint) and writes, to OUT (default DIR/report):
 
   table1.md             the method comparison (mean ± 95% interval over seeds, Table 1/2),
+                        each method paired against the baseline of the same seed and split
+                        (`paired`: t-interval, exact sign-flip p-value, matched controls),
                         the weight-pruning table (Table 4) and the DP-SGD rows with epsilon;
                         also printed
   fig2_loss.png         training cross-entropy against step per method, phases marked
@@ -34,6 +36,7 @@ from typing import Any
 from absl import flags
 
 from miajax import inspect as inspect_lib
+from miajax import paired
 from miajax import results
 from miajax import selection
 from miajax.errors import UserError
@@ -174,6 +177,11 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
            "out-of-sample AUC on split 0 among the NN and threshold attacks (headline_* in "
            "results.json): chosen without the audit split.", "", "```",
            results.table(records), "```"]
+  pairs = paired.table(paired.compare(records), matches=paired.matched(records))
+  if pairs:
+    lines += ["", "## Paired against the baseline", "",
+              "Each trial minus the baseline trial of the same seed and membership split.", "",
+              "```", pairs, "```"]
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
     lines.append("No trial has weight counts.")
@@ -653,7 +661,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   report = {
       "workdir": str(workdir), "out": str(out), "trials": [r["name"] for r in records],
       "synthetic": any(bool(r.get("synthetic")) for r in records),
-      "table1": comparison(records), "table4_compression": comp, "dp": dp,
+      "table1": comparison(records), "paired": paired.compare(records),
+      "matched_controls": paired.matched(records), "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
       "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,
       "notes": notes}

@@ -25,6 +25,8 @@ EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_samplin
                 # Algorithm 1's, on split 0 (see selection.py): raw per-fold gains beside the
                 # clipped mean, and the accuracy on the reference non-members.
                 "selection_gain_folds", "selection_accuracy",
+                # Accuracy on split 0's members: the gap controls are matched on.
+                "selection_train_accuracy",
                 "split_seed",
                 # The NN attack's accuracy at p >= 0.5, its epochs and decision threshold
                 # (both chosen on held-out split 0); 95% bootstrap intervals over the audit
@@ -133,6 +135,8 @@ BOOTSTRAP = {
 }
 # Columns whose cell also names what each trial measured, by column header.
 NAMED = {"best attack AUC": lambda r: r.get("headline_attack")}
+SPLITS_CAPTION = ("±: 95% t-interval over the seeds (each seed with its own membership split "
+                  "and audit set: training randomness and the split's sampling)")
 SEEDS_CAPTION = ("±: 95% t-interval over the seeds (training randomness only: all trials "
                  "share one membership split and one audit set)")
 BOOTSTRAP_CAPTION = ("[lo,hi]: one trial; 95% stratified bootstrap interval over its audit "
@@ -218,7 +222,8 @@ def table(records: Sequence[dict]) -> str:
                      enumerate(zip(row, widths))) for row in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
   lines = synthetic_banner(records) + lines
-  lines += [SEEDS_CAPTION] if "seeds" in shown else []
+  own_splits = len({json.dumps(r.get("split_seed")) for r in records}) > 1
+  lines += [SPLITS_CAPTION if own_splits else SEEDS_CAPTION] if "seeds" in shown else []
   lines += [BOOTSTRAP_CAPTION] if "bootstrap" in shown else []
   lines += LEGEND + ((LIRA_LEGEND,) if columns != COLUMNS else ())
   return "\n".join(lines)

@@ -42,7 +42,10 @@ def choose(records: Sequence[dict], max_accuracy_drop: float, folds: int) -> dic
   baseline = [r for r in records if r["method"] == "baseline"]
   baseline_acc = _mean([r.get("selection_accuracy") for r in baseline])
   methods = {}
-  for method in dict.fromkeys(r["method"] for r in records if r.get("sweep")):
+  # A sweep whose gains were not measured (config.audits without selection_gain) has no
+  # Algorithm 1 choice.
+  for method in dict.fromkeys(r["method"] for r in records
+                              if r.get("sweep") and r.get("selection_gain") is not None):
     groups: dict[str, list[dict]] = {}
     for r in records:
       if r["method"] == method:

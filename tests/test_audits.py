@@ -47,6 +47,7 @@ def test_the_default_audits_give_exactly_evaluate_audits_record_and_scores():
   result, = audits.audit_stack(_stack(out), [3], _config(), C, swept=False)
   fields = dict(result.fields)
   assert fields.pop("selection_accuracy") == evaluate.selection_accuracy(out)[0]
+  assert fields.pop("selection_train_accuracy") == evaluate.selection_train_accuracy(out)[0]
   assert fields == expected
   assert result.scores.keys() == expected_scores.keys()
   for key, s in expected_scores.items():

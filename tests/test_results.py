@@ -137,3 +137,13 @@ def test_headline_fields_are_in_the_schema():
                      headline_accuracy=0.57, headline_tpr_at_fpr={"0.001": None, "0.01": 0.02},
                      headline_selection={"nn": 0.55, "loss": 0.6})
   assert r["headline_attack"] == "loss" and r["headline_selection"]["loss"] == 0.6
+
+
+def test_a_run_with_a_split_per_trial_says_its_interval_covers_the_splits_sampling():
+  def rec(seed, split_seed, auc):
+    return results.record(name=f"baseline-seed{seed}", method="baseline", seed=seed,
+                          attack_auc=auc, split_seed=split_seed)
+  shared = results.table([rec(0, 0, 0.6), rec(1, 0, 0.7)])
+  own = results.table([rec(0, [0, 0], 0.6), rec(1, [0, 1], 0.7)])
+  assert results.SEEDS_CAPTION in shared and results.SPLITS_CAPTION not in shared
+  assert results.SPLITS_CAPTION in own and results.SEEDS_CAPTION not in own

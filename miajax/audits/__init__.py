@@ -41,11 +41,13 @@ register(nn.AUDIT)
 for _audit in thresholds.AUDITS:
   register(_audit)
 register(selection.AUDIT)
+register(selection.GAIN)
 register(lira.AUDIT)
 register(margin.AUDIT)
 
 # What a run measures unless config.audits says otherwise: every audit but the opt-in ones.
-DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "lira")
+DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selection_gain",
+           "lira")
 
 
 def layout(config) -> str:
@@ -61,7 +63,7 @@ def selected(config, layout_name: str) -> list[Audit]:
 def describe(config, layout_name: str, swept: bool) -> str:
   """What auditing a stack runs, for its progress line."""
   titles = [a.title for a in selected(config, layout_name)
-            if swept or a.name != "selection"]
+            if swept or a.name not in ("selection", "selection_gain")]
   return ", ".join(dict.fromkeys(titles)) or "nothing"
 
 

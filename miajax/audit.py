@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from miajax import inspect as inspect_lib
+from miajax import cli
+from miajax import workdir as workdir_lib
 from miajax import report as report_lib   # also defines --out, which this command uses
 from miajax import results
 from miajax.errors import UserError
@@ -535,7 +536,7 @@ def main(argv):
     raise UserError(f"--out is missing; allowed: a new or empty directory; {_USAGE}")
   if f.name is not None and not _NAME.fullmatch(f.name):
     raise UserError(f"--name={f.name!r}; allowed: letters, digits, '.', '_' and '-'")
-  inspect_lib.quiet_orbax()
+  workdir_lib.quiet_orbax()
   check_out(f.out)   # refused before the work, not after
   start = time.time()
   result, inputs = _audit_scores(argv[1], f) if len(argv) == 2 else _audit_sides(f)
@@ -548,4 +549,4 @@ def main(argv):
 if __name__ == "__main__":
   _define_flags()
   flags.FLAGS["out"].help = "Output directory (required): new, empty, or an earlier audit's."
-  inspect_lib.run(main)
+  cli.run(main)

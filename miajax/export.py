@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from miajax import inspect as inspect_lib
+from miajax import cli
+from miajax import workdir as workdir_lib
 from miajax.errors import UserError
 
 FORMATS = ("sparse", "dense")
@@ -151,7 +152,7 @@ def _config(trial_dir: Path) -> dict:
   path = trial_dir / "config.json"
   if not path.is_file():
     raise UserError(f"{trial_dir} has no config.json; {_ALLOWED_TRIAL}")
-  config = inspect_lib.read_json(path)
+  config = workdir_lib.read_json(path)
   model = config.get("model") if isinstance(config, dict) else None
   if not isinstance(model, dict) or not isinstance(model.get("name"), str):
     raise UserError(f"{path} has no model.name; allowed: a trial config.json as "
@@ -170,26 +171,10 @@ def _input_shape(config: dict) -> tuple[int, ...] | None:
 
 def _restore(checkpoint_dir: Path, step: int) -> dict[str, Any]:
   """{"params", "batch_stats"?} of one checkpoint as NumPy arrays; nothing else is read."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  # A failed read can leave "Event loop is closed" noise behind; inspect drops exactly that.
-  inspect_lib._ignore_closed_loop_callbacks()  # pylint: disable=protected-access
-  manager = inspect_lib.open_manager(checkpoint_dir)
-  try:
-    tree = manager.item_metadata(step)["state"].tree
-    if not isinstance(tree, dict) or "params" not in tree:
-      raise UserError(f"{checkpoint_dir / str(step)} holds no params; allowed: a checkpoint "
-                      "as python -m miajax.main writes it")
-    # Empty collections (batch_stats of a model without BatchNorm) are left out.
-    sub = {k: tree[k] for k in COLLECTIONS if k in tree and jax.tree.leaves(tree[k])}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), sub)
-    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), sub)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
-                                     partial_restore=True)))
-  finally:
-    manager.close()
-  return dict(restored.state)
+  if not workdir_lib.has_params(checkpoint_dir, step):
+    raise UserError(f"{checkpoint_dir / str(step)} holds no params; allowed: a checkpoint "
+                    "as python -m miajax.main writes it")
+  return workdir_lib.restore(checkpoint_dir, step, COLLECTIONS)[1]
 
 
 def _flat(variables: dict[str, Any], as_numpy: bool = True) -> dict[str, Any]:
@@ -238,7 +223,7 @@ def read_trial(trial_dir: str | Path, step: int | None = None) -> Trial:
   if not path.is_dir():
     raise UserError(f"{path} is a file, not a directory; {_ALLOWED_TRIAL}")
   if not (path / "checkpoints").is_dir():
-    trials = sorted(p.name for p in path.iterdir() if inspect_lib.is_trial_dir(p))
+    trials = sorted(p.name for p in path.iterdir() if workdir_lib.is_trial_dir(p))
     if trials:
       shown = ", ".join(trials[:6]) + (", ..." if len(trials) > 6 else "")
       raise UserError(f"{path} is a workdir, not a trial directory; allowed: one of its trial "
@@ -249,8 +234,8 @@ def read_trial(trial_dir: str | Path, step: int | None = None) -> Trial:
   if model_name not in models.NAMES:
     raise UserError(f"{path / 'config.json'} names model {model_name!r}; allowed: "
                     f"{', '.join(models.NAMES)}")
-  inspect_lib.quiet_orbax()
-  steps = inspect_lib.checkpoint_steps(path / "checkpoints")
+  workdir_lib.quiet_orbax()
+  steps = workdir_lib.checkpoint_steps(path / "checkpoints")
   if not steps:
     raise UserError(f"{path / 'checkpoints'} holds no checkpoint; allowed: a trial that has "
                     "saved at least one")
@@ -507,4 +492,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  inspect_lib.run(main)
+  cli.run(main)

@@ -11,174 +11,18 @@ restored as NumPy arrays without a template (shapes and dtypes come from Orbax's
 so any trial can be inspected without knowing its model or the devices it was saved from.
 """
 
-import dataclasses
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from absl import app
 from absl import flags
-from absl import logging
 
-from miajax.errors import UserError, check_package
+from miajax import cli
+from miajax import workdir as workdir_lib
+from miajax.errors import UserError
 
-_ALLOWED = ("allowed: a --workdir of python -m miajax.main (holding results.json or trial "
-            "directories) or one trial directory (holding checkpoints/)")
 _TRIAL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
-
-
-# ---------------------------------------------------------------- finding trials
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """What a DIR argument names: a workdir and its trials, or a single trial."""
-  path: Path
-  kind: str                       # "workdir" or "trial"
-  workdir: Path | None            # the workdir holding results.json (None when unknown)
-  trial_dirs: dict[str, Path]     # trial name -> directory, in display order
-
-
-def read_json(path: Path) -> Any:
-  """A JSON file's contents; a malformed file is a UserError naming it."""
-  try:
-    return json.loads(path.read_text())
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise UserError(f"{path} is not readable JSON ({e}); allowed: the file as "
-                    "python -m miajax.main writes it") from None
-
-
-def _trial_config(path: Path) -> dict | None:
-  """A trial's config.json "trial" entry, or None when there is none."""
-  config = path / "config.json"
-  if not config.is_file():
-    return None
-  try:
-    trial = json.loads(config.read_text()).get("trial")
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-    return None
-  return trial if isinstance(trial, dict) else None
-
-
-def is_trial_dir(path: Path) -> bool:
-  return path.is_dir() and ((path / "checkpoints").is_dir() or _trial_config(path) is not None)
-
-
-def load_records(workdir: Path) -> list[dict]:
-  """results.json's records ([] when absent); a malformed file is a UserError."""
-  path = workdir / "results.json"
-  if not path.exists():
-    return []
-  records = read_json(path)
-  if not isinstance(records, list) or not all(
-      isinstance(r, dict) and isinstance(r.get("name"), str) for r in records):
-    raise UserError(f"{path} is not a list of result records with a name each; allowed: "
-                    "results.json as python -m miajax.main writes it")
-  return records
-
-
-def resolve(path: str | Path) -> Target:
-  """Classifies DIR as a workdir or a trial directory; anything else is a UserError."""
-  path = Path(path)
-  if not path.exists():
-    raise UserError(f"{path} does not exist; {_ALLOWED}")
-  if not path.is_dir():
-    raise UserError(f"{path} is a file, not a directory; {_ALLOWED}")
-  if is_trial_dir(path):
-    parent = path.parent
-    workdir = parent if (parent / "results.json").is_file() else None
-    return Target(path, "trial", workdir, {path.name: path})
-  children = sorted(p for p in path.iterdir() if is_trial_dir(p))
-  if not children and not (path / "results.json").is_file():
-    raise UserError(f"{path} is neither a workdir nor a trial directory (no results.json, "
-                    f"no trial directories, no checkpoints/); {_ALLOWED}")
-  # results.json's order first (the run's order), then what is on disk only.
-  order = [r["name"] for r in load_records(path)]
-  dirs = {p.name: p for p in children}
-  names = list(dict.fromkeys([n for n in order if n in dirs] + sorted(dirs)))
-  return Target(path, "workdir", path, {n: dirs[n] for n in names})
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def quiet_orbax() -> None:
-  """Keeps absl logging to errors: read-only managers log warnings that they are read-only."""
-  logging.set_verbosity(logging.ERROR)
-
-
-def open_manager(checkpoint_dir: Path):
-  """A read-only Orbax CheckpointManager that knows the handlers of "state" and "meta"."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  return ocp.CheckpointManager(
-      checkpoint_dir.absolute(), options=options,
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                     "meta": ocp.JsonCheckpointHandler()})
-
-
-def checkpoint_steps(checkpoint_dir: Path) -> list[int]:
-  if not checkpoint_dir.is_dir():
-    return []
-  manager = open_manager(checkpoint_dir)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
-
-
-def restore(checkpoint_dir: Path, step: int) -> tuple[dict, Any]:
-  """(meta, params) of one checkpoint, params as a tree of NumPy arrays.
-
-  No template is needed: the tree structure, shapes and dtypes come from the checkpoint's
-  metadata, and every leaf is restored as np.ndarray (so the devices and sharding it was saved
-  with do not matter). Only the params subtree is read when the state has one.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  # Before reading: a failed read's leftovers may be reported while the error still unwinds.
-  _ignore_closed_loop_callbacks()
-  manager = open_manager(checkpoint_dir)
-  try:
-    tree = manager.item_metadata(step)["state"].tree
-    sub = {"params": tree["params"]} if isinstance(tree, dict) and "params" in tree else tree
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), sub)
-    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), sub)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=item, restore_args=as_numpy,
-                                     partial_restore=sub is not tree),
-        meta=ocp.args.JsonRestore()))
-  finally:
-    manager.close()
-  state = restored.state
-  params = state["params"] if isinstance(state, dict) and "params" in state else state
-  return dict(restored.meta or {}), params
-
-
-def _ignore_closed_loop_callbacks() -> None:
-  """Drops the "Event loop is closed" errors a failed read leaves behind (once per process).
-
-  When an Orbax read fails, TensorStore reads still in flight complete after Orbax's event loop
-  has closed; each completion's callback then fails and is reported as an unraisable exception
-  (a bare traceback, at some later garbage collection or at exit). The read's own error has
-  been reported by then, so these say nothing: this hook drops exactly them, nothing else.
-  """
-  previous = sys.unraisablehook
-  if getattr(previous, "_drops_closed_loop", False):
-    return
-
-  def hook(unraisable):
-    value = unraisable.exc_value
-    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  hook._drops_closed_loop = True
-  sys.unraisablehook = hook
 
 
 def layer_params(params) -> dict[str, int]:
@@ -197,7 +41,7 @@ def layer_params(params) -> dict[str, int]:
 def _method_and_seed(name: str, trial_dir: Path, meta: dict, record: dict | None):
   """From the trial's config.json, else the checkpoint meta, results, or the trial's name."""
   found = _TRIAL_NAME.match(name)
-  sources = [_trial_config(trial_dir) or {}, meta, record or {},
+  sources = [workdir_lib.trial_config(trial_dir) or {}, meta, record or {},
              found.groupdict() if found else {}]
   method = next((s["method"] for s in sources if s.get("method") is not None), None)
   seed = next((s["seed"] for s in sources if s.get("seed") is not None), None)
@@ -216,10 +60,11 @@ def inspect_trial(name: str, trial_dir: Path, record: dict | None) -> dict[str, 
   checkpoint_dir = trial_dir / "checkpoints"
   meta: dict = {}
   try:
-    info["steps"] = checkpoint_steps(checkpoint_dir)
+    info["steps"] = workdir_lib.checkpoint_steps(checkpoint_dir)
     if info["steps"]:
       step = info["latest_step"] = info["steps"][-1]
-      meta, params = restore(checkpoint_dir, step)
+      meta, variables = workdir_lib.restore(checkpoint_dir, step)
+      params = variables["params"]
       counts = layer_params(params)
       info.update(phase=meta.get("phase"), meta=meta, params=counts,
                   params_total=sum(counts.values()), **pruning.compression(params))
@@ -234,8 +79,8 @@ def inspect_trial(name: str, trial_dir: Path, record: dict | None) -> dict[str, 
 
 def inspect(path: str | Path) -> dict[str, Any]:
   """The report on DIR as one JSON-ready object: {"path", "kind", "workdir", "trials"}."""
-  target = resolve(path)
-  records = load_records(target.workdir) if target.workdir else []
+  target = workdir_lib.resolve(path)
+  records = workdir_lib.load_records(target.workdir) if target.workdir else []
   by_name = {r["name"]: r for r in records}
   trials = [inspect_trial(n, d, by_name.get(n)) for n, d in target.trial_dirs.items()]
   return {
@@ -308,7 +153,7 @@ def main(argv):
   if len(argv) != 2:
     what = "missing DIR" if len(argv) < 2 else f"unexpected arguments: {' '.join(argv[2:])}"
     raise UserError(f"{what}; usage: python -m miajax.inspect DIR [--json]")
-  quiet_orbax()
+  workdir_lib.quiet_orbax()
   report = inspect(argv[1])
   if flags.FLAGS.json:
     print(json.dumps(report, indent=1))
@@ -316,32 +161,8 @@ def main(argv):
     print(format_text(report))
 
 
-def parse_flags(argv):
-  """absl's parser, with a bad flag reported as one line and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-def run(main_fn=main):
-  """Runs `main_fn`; bad input is one line on stderr and exit status 2, never a traceback."""
-  try:
-    check_package()
-    app.run(main_fn, flags_parser=parse_flags)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except BrokenPipeError:
-    # Output piped into a reader that stopped (`| head`): not an error of ours. Point stdout at
-    # /dev/null so the flush at exit does not raise again (as the Python docs advise).
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(0)
-
-
 if __name__ == "__main__":
   # Defined only when run as a program: `miajax.report` imports this module for its helpers
   # and must not grow a --json flag.
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the text tables.")
-  run()
+  cli.run(main)

@@ -35,10 +35,11 @@ from typing import Any
 
 from absl import flags
 
-from miajax import inspect as inspect_lib
+from miajax import cli
 from miajax import paired
 from miajax import results
 from miajax import selection
+from miajax import workdir as workdir_lib
 from miajax.errors import UserError
 
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: DIR/report).")
@@ -332,11 +333,11 @@ def roc_curves(workdir: Path, records: list[dict], notes: list[str]) -> dict[str
 def _final_params(checkpoint_dir: Path, notes: list[str]):
   """(step, params) of the latest checkpoint, or None with a note saying why not."""
   try:
-    steps = inspect_lib.checkpoint_steps(checkpoint_dir)
+    steps = workdir_lib.checkpoint_steps(checkpoint_dir)
     if not steps:
       notes.append(f"fig3_weights: {checkpoint_dir} holds no checkpoint")
       return None
-    _, params = inspect_lib.restore(checkpoint_dir, steps[-1])
+    params = workdir_lib.restore(checkpoint_dir, steps[-1])[1]["params"]
   except Exception as e:  # pylint: disable=broad-except
     notes.append(f"fig3_weights: {checkpoint_dir} not readable ({type(e).__name__})")
     return None
@@ -610,7 +611,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   Raises:
     UserError: `path` is not a workdir with a readable results.json, or `out` is not usable.
   """
-  target = inspect_lib.resolve(path)
+  target = workdir_lib.resolve(path)
   workdir = target.path
   if target.kind != "workdir":
     raise UserError(f"{workdir} is a trial directory; allowed: the workdir holding it and "
@@ -618,7 +619,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   if not (workdir / "results.json").is_file():
     raise UserError(f"{workdir} has no results.json (the run has not finished); allowed: a "
                     "workdir where python -m miajax.main has written results.json")
-  records = inspect_lib.load_records(workdir)
+  records = workdir_lib.load_records(workdir)
   for r in records:
     missing = [f for f in results.FIELDS if f not in r]
     if missing or not isinstance(r["method"], str):
@@ -685,7 +686,7 @@ def main(argv):
   if len(argv) != 2:
     what = "missing DIR" if len(argv) < 2 else f"unexpected arguments: {' '.join(argv[2:])}"
     raise UserError(f"{what}; usage: python -m miajax.report DIR [--out OUT]")
-  inspect_lib.quiet_orbax()
+  workdir_lib.quiet_orbax()
   report = build(argv[1], _OUT.value)
   print(report["markdown"], end="")
   for note in report["notes"]:
@@ -695,4 +696,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  inspect_lib.run(main)
+  cli.run(main)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from miajax import results
+
 REFERENCE = "baseline"
 # (record key shown, header, getter, format): what is compared within each pair.
 METRICS: tuple[tuple[str, str, Callable[[dict], Any], str], ...] = (
@@ -30,10 +32,6 @@ EXACT_UP_TO = 20
 SAMPLED_PATTERNS = 1 << 16
 
 
-def _group(r: dict) -> str:
-  return r.get("group") or r["method"]
-
-
 def _key(r: dict) -> tuple:
   """What a pair shares: the trial seed and the membership split's seed."""
   return r["seed"], json.dumps(r.get("split_seed"))
@@ -42,10 +40,10 @@ def _key(r: dict) -> tuple:
 def pairs(records: Sequence[dict], reference: str = REFERENCE) -> dict[str, list[tuple]]:
   """{group: [(reference record, record), ...]} for every group but the reference, pairs in
   seed order; a record without a reference of its seed and split is left out."""
-  ref = {_key(r): r for r in records if _group(r) == reference}
+  ref = {_key(r): r for r in records if results.group_of(r) == reference}
   out: dict[str, list[tuple]] = {}
   for r in sorted(records, key=lambda r: (r["seed"], json.dumps(r.get("split_seed")))):
-    g = _group(r)
+    g = results.group_of(r)
     if g != reference:
       out.setdefault(g, [])
       if _key(r) in ref:
@@ -92,7 +90,7 @@ def summary(d: Sequence[float]) -> dict[str, Any]:
 def compare(records: Sequence[dict], reference: str = REFERENCE) -> dict[str, dict]:
   """{group: {"pairs": n, "splits": distinct splits, metric key: summary of the differences
   (group - reference)}}; {} when the run has no reference group."""
-  if not any(_group(r) == reference for r in records):
+  if not any(results.group_of(r) == reference for r in records):
     return {}
   out = {}
   for g, ps in pairs(records, reference).items():
@@ -119,9 +117,7 @@ def matched(records: Sequence[dict], control: str = "regularised") -> dict[str, 
 
   A control for "does any regulariser do this?": the same memorisation, measured without the
   audit split, so nothing reported is chosen on it. {} without `control` groups."""
-  groups: dict[str, list[dict]] = {}
-  for r in records:
-    groups.setdefault(_group(r), []).append(r)
+  groups = results.group_records(records)
   controls = {g: gap(rs) for g, rs in groups.items()
               if rs[0]["method"] == control and gap(rs) is not None}
   if not controls:

@@ -59,18 +59,6 @@ _LINESTYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
 
 
-def _group(record: dict) -> str:
-  # The same grouping as results.table, so every section lines up with Table 1's rows.
-  return record.get("group") or record["method"]
-
-
-def _by_group(records: list[dict]) -> dict[str, list[dict]]:
-  groups: dict[str, list[dict]] = {}
-  for r in records:
-    groups.setdefault(_group(r), []).append(r)
-  return groups
-
-
 def _seed_order(record: dict):
   seed = record.get("seed")
   return (not isinstance(seed, int), seed if isinstance(seed, int) else 0, record["name"])
@@ -91,7 +79,7 @@ def _finite(x) -> bool:
 def comparison(records: list[dict]) -> dict[str, Any]:
   """The numbers of results.table: per group, every column's mean, half-width and count."""
   out = {}
-  for name, rs in _by_group(records).items():
+  for name, rs in results.group_records(records).items():
     row: dict[str, Any] = {"seeds": len(rs), "trials": [r["name"] for r in rs]}
     for header, get, _ in results.COLUMNS:
       values = [get(r) for r in rs]
@@ -106,7 +94,7 @@ def comparison(records: list[dict]) -> dict[str, Any]:
 def compression(records: list[dict]) -> dict[str, Any]:
   """Table 4's numbers per group of trials with weights_total: per layer and in total."""
   out = {}
-  for name, rs in _by_group(records).items():
+  for name, rs in results.group_records(records).items():
     rs = [r for r in rs if r.get("weights_total") is not None]
     if not rs:
       continue
@@ -252,7 +240,7 @@ def loss_curves(workdir: Path, records: list[dict]) -> dict[str, dict]:
       # (older runs logged the objective only, which for plain training is the same).
       objective = [row["loss"] for row in rows]
       task = [row.get("cross_entropy", row["loss"]) for row in rows]
-      out[r["name"]] = {"group": _group(r), "method": r["method"], "seed": r.get("seed"),
+      out[r["name"]] = {"group": results.group_of(r), "method": r["method"], "seed": r.get("seed"),
                         "step": [row["step"] for row in rows],
                         "cross_entropy": task,
                         "objective": objective if objective != task else None,
@@ -283,7 +271,7 @@ def class_points(records: list[dict]) -> dict[str, list[dict]]:
   for r in records:
     for cls, c in (r.get("per_class") or {}).items():
       if isinstance(c, dict) and _finite(c.get("gap")) and _finite(c.get("attack_accuracy")):
-        out.setdefault(_group(r), []).append(
+        out.setdefault(results.group_of(r), []).append(
             {"trial": r["name"], "class": cls, "gap": c["gap"],
              "attack_accuracy": c["attack_accuracy"]})
   return out
@@ -294,7 +282,7 @@ def roc_curves(workdir: Path, records: list[dict], notes: list[str]) -> dict[str
   import numpy as np  # pylint: disable=g-import-not-at-top
   from miajax import metrics  # pylint: disable=g-import-not-at-top
   out = {}
-  for name, rs in _by_group(records).items():
+  for name, rs in results.group_records(records).items():
     r = _representative(rs, lambda r: (workdir / r["name"] / "scores.npz").is_file())
     if r is None:
       continue
@@ -353,7 +341,7 @@ def weight_histograms(workdir: Path, records: list[dict], notes: list[str]) -> d
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from miajax import pruning  # pylint: disable=g-import-not-at-top
   out = {}
-  for name, rs in _by_group(records).items():
+  for name, rs in results.group_records(records).items():
     candidates = sorted((r for r in rs if (workdir / r["name"] / "checkpoints").is_dir()),
                         key=_seed_order)
     for r in candidates:
@@ -491,7 +479,7 @@ def tradeoff(records: list[dict]) -> dict[str, list[dict]]:
   """Per method with more than one configuration: each configuration's nonzero weights and the
   mean and 95% interval over seeds of its attack AUC, attack accuracy and test accuracy."""
   out: dict[str, list[dict]] = {}
-  for name, rs in _by_group(records).items():
+  for name, rs in results.group_records(records).items():
     point = {"group": name, "weights_nonzero": _mean([r["weights_nonzero"] for r in rs])}
     for key in ("attack_auc", "attack_accuracy", "test_accuracy"):
       mean, half, _ = results.mean_interval(r[key] for r in rs)

@@ -49,6 +49,20 @@ def record(**fields: Any) -> dict[str, Any]:
       k: v for k, v in fields.items() if k not in FIELDS}
 
 
+def group_of(r: dict) -> str:
+  """A record's row in every table: its sweep group (method and swept values), else its
+  method."""
+  return r.get("group") or r["method"]
+
+
+def group_records(records: Iterable[dict]) -> dict[str, list[dict]]:
+  """{group: its records}, groups and records in the order given."""
+  groups: dict[str, list[dict]] = {}
+  for r in records:
+    groups.setdefault(group_of(r), []).append(r)
+  return groups
+
+
 def versions() -> dict[str, str]:
   import flax, jax, miajax  # pylint: disable=g-import-not-at-top,multiple-imports
   return {"miajax": miajax.__version__, "jax": jax.__version__, "flax": flax.__version__}
@@ -198,9 +212,7 @@ def table(records: Sequence[dict]) -> str:
   chance included); a line above it says SYNTHETIC where the run trained on synthetic
   stand-ins.
   """
-  groups: dict[str, list[dict]] = {}
-  for r in records:
-    groups.setdefault(r.get("group") or r["method"], []).append(r)
+  groups = group_records(records)
   columns = COLUMNS + (LIRA_COLUMNS if any(r.get("lira") for r in records) else ())
   header = ["method", "seeds"] + [c[0] for c in columns]
   rows = [header]

@@ -36,7 +36,7 @@ def _validate(c, need, used):
   need(config_lib.finite_positive(c.dp.epsilon), "dp.epsilon", "a finite number > 0")
   need(0 < c.dp.delta < 1, "dp.delta", "a number in (0, 1)")
   need(config_lib.finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
-  if used and c.model.norm == "batch" and c.model.name not in ("lenet5", "cnn4"):
+  if used and models.normalisation(c.model.name, c.model.norm) == "batch":
     raise UserError("model.norm='batch' cannot train with DP-SGD (batch statistics mix "
                     "examples); allowed with methods including dp: model.norm=group or none")
 

@@ -36,11 +36,15 @@ class Outputs:
 
 
 def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn, sharding,
-           batch_size: int) -> np.ndarray:
-  """(trials, len(indices), classes) float32 logits of the whole stack."""
+           batch_size: int, with_labels: bool = False) -> np.ndarray:
+  """(trials, len(indices), classes) float32 logits of the whole stack: `eval_fn(state,
+  images)` batch by batch; with `with_labels`, `eval_fn(state, (images, labels))` and whatever
+  per-example values it gives, (trials, len(indices), ...)."""
   out = []
   for batch, valid in pipeline.eval_batches(data, split, indices, batch_size):
     images = jax.make_array_from_process_local_data(sharding, batch["image"])
+    if with_labels:
+      images = (images, jax.make_array_from_process_local_data(sharding, batch["label"]))
     result = eval_fn(state, images)
     if jax.process_count() > 1:
       result = multihost_utils.process_allgather(result, tiled=True)
@@ -76,12 +80,15 @@ class StackOutputs:
   """
 
   def __init__(self, evaluate, data: pipeline.Data, *, splits: list[splits_lib.Splits],
-               split_keys: list, keep: np.ndarray | None = None):
+               split_keys: list, keep: np.ndarray | None = None, grad_norms=None):
     """`evaluate(split, indices)` gives the stack's (trials, N, C) logits on those examples
     of the dataset split (`logits`); `splits[k]` is trial k's membership split, `split_keys[k]`
     the same for trials that share one; `keep` (models, pool) the LiRA stack's membership of
-    its pool (`splits[0]`'s members), or None for the "splits" layout."""
+    its pool (`splits[0]`'s members), or None for the "splits" layout; `grad_norms(split,
+    indices)` (optional) the stack's (trials, N) per-example gradient norms
+    (`steps.example_grad_norms`), evaluated only if an audit asks."""
     self._evaluate = evaluate
+    self._grad_norms = grad_norms
     self.data, self.splits, self.split_keys, self.keep = data, splits, split_keys, keep
     self.layout = "splits" if keep is None else "lira"
     self._cache: dict = {}
@@ -95,6 +102,16 @@ class StackOutputs:
     """Trial k's four audit sets (`outputs`), for every trial of the stack."""
     return self._once(("membership", self.split_keys[k]), lambda: _outputs(
         self._evaluate, self.data, self.splits[k]))
+
+  def membership_grad_norms(self, k: int) -> np.ndarray:
+    """(trials, N) gradient norms on trial k's four audit sets, in `membership(k)`'s order."""
+    if self._grad_norms is None:
+      raise ValueError("this stack was evaluated without gradient norms")
+    s = self.splits[k]
+    return self._once(("grad_norms", self.split_keys[k]), lambda: np.concatenate(
+        [self._grad_norms(split, idx) for split, idx in (
+            ("train", s.attack_members), ("test", s.reference), ("train", s.audit_members),
+            ("test", s.audit))], axis=1))
 
   def pool(self) -> tuple[np.ndarray, np.ndarray]:
     """A LiRA stack's (models, pool, C) logits and the pool's labels."""

@@ -51,6 +51,10 @@ class Run:
   progress: progress_lib.Progress
 
 
+# The batch of per-example gradient norms (audits/grad_norm.py).
+GRAD_BATCH = 32
+
+
 class Preempted(Exception):
   """The cluster asked the run to stop (SIGTERM on a multi-host run); resumable."""
 
@@ -241,10 +245,16 @@ class Stack:
     eval_fn = steps.lift_eval(functools.partial(steps.eval_logits, model=self.model),
                               run.strategy)
     eval_sharding = NamedSharding(self.mesh, P("data"))
+    grad_fn = steps.lift_eval(functools.partial(steps.example_grad_norms, model=self.model),
+                              run.strategy)
     outputs = evaluate.StackOutputs(
         lambda split, idx: evaluate.logits(self.state, data, split, idx, eval_fn,
                                            eval_sharding, config.data.eval_batch_size),
         data, splits=self.own,
+        # Per-example gradients hold a copy of the weights per example: small batches.
+        grad_norms=lambda split, idx: evaluate.logits(
+            self.state, data, split, idx, grad_fn, eval_sharding,
+            math.lcm(GRAD_BATCH, jax.process_count()), with_labels=True),
         split_keys=[t.seed if config.split_per_trial else None for t in group],
         keep=None if run.lira_keep is None else run.lira_keep[:len(group)])
     audited = audits.audit_stack(outputs, trials_lib.seeds(group), config, data.num_classes,

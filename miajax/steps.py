@@ -106,6 +106,26 @@ def eval_logits(state: TrainState, images, *, model):
   return forward(model, state.params, state.batch_stats, images, train=False)[0]
 
 
+def example_grad_norms(state: TrainState, batch, *, model):
+  """Each example's loss-gradient L2 norm over the surviving weights: (N,) for one trial.
+
+  `batch` is (images, labels). Evaluated as at inference (batch statistics fixed); weights
+  that are exactly zero (pruned) are left out, so a pruned model is scored on the weights it
+  keeps. A white-box membership score: members, fit in training, tend to small gradients.
+  """
+  images, labels = batch
+
+  def loss(params, image, label):
+    logits, _ = forward(model, params, state.batch_stats, image[None], train=False)
+    return cross_entropy(logits, label[None])
+
+  grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(state.params, images, labels)
+  squares = jax.tree.map(
+      lambda g, p: jnp.sum(jnp.square(jnp.where(p != 0, g, 0)).reshape(g.shape[0], -1), 1),
+      grads, state.params)
+  return jnp.sqrt(sum(jax.tree.leaves(squares)))
+
+
 def lift(step: Step, strategy: str, donate: bool = True) -> Step:
   """A single-trial step -> one jitted step over the trial stack.
 

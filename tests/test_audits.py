@@ -124,3 +124,46 @@ def test_unknown_or_misplaced_audits_are_refused_in_one_line():
     config_lib.validate(_config(("lira",)))
   with pytest.raises(ValueError, match="registered already"):
     audits.register(margin.AUDIT)
+
+
+def test_grad_norm_is_each_examples_gradient_norm_over_the_weights_that_survive():
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from miajax import models
+  from miajax import steps
+  model = models.create("lenet5", 10)
+  state = steps.init(jax.random.PRNGKey(0), model, optax.sgd(0.1), (28, 28, 1))
+  # Prune half of fc1: its zeroed weights must not count.
+  kernel = state.params["fc1"]["kernel"]
+  params = dict(state.params) | {"fc1": dict(state.params["fc1"]) | {
+      "kernel": kernel.at[: kernel.shape[0] // 2].set(0.0)}}
+  state = state.replace(params=params)
+  images = jax.random.normal(jax.random.PRNGKey(1), (3, 28, 28, 1))
+  labels = jnp.array([0, 3, 7])
+  got = steps.example_grad_norms(state, (images, labels), model=model)
+  for i in range(3):
+    g = jax.grad(lambda p: steps.cross_entropy(
+        model.apply({"params": p}, images[i:i + 1], train=False), labels[i:i + 1]))(params)
+    masked = jax.tree.map(lambda gi, p: jnp.where(p != 0, gi, 0.0), g, params)
+    want = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(masked)))
+    unmasked = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))
+    np.testing.assert_allclose(got[i], want, rtol=1e-4)
+    assert want < unmasked                       # the pruned weights' gradients were left out
+
+
+@pytest.mark.slow
+def test_a_run_listing_grad_norm_records_it_as_a_threshold_attack_and_a_headline_candidate(
+    tmp_path, data_dir):
+  from miajax import train
+  c = config_lib.base()
+  config_lib.smoke(c)
+  c.data.dir = str(data_dir)
+  c.attack.epochs = 1
+  c.audits = audits.DEFAULT + ("grad_norm",)
+  record, = train.train_and_evaluate(c, tmp_path)
+  assert set(record["threshold_attacks"]["grad_norm"]) == {"accuracy", "auc"}
+  assert "grad_norm" in record["headline_selection"]
+  scores = np.load(tmp_path / record["name"] / "scores.npz")
+  assert scores["score_grad_norm"].shape == scores["labels"].shape
+  assert np.all(scores["score_grad_norm"] <= 0)      # minus a norm

@@ -10,6 +10,7 @@ trial from every audit's fields.
 import numpy as np
 
 from miajax import evaluate
+from miajax.audits import grad_norm
 from miajax.audits import lira
 from miajax.audits import margin
 from miajax.audits import nn
@@ -25,8 +26,10 @@ def register(audit: Audit) -> None:
   global NAMES
   if audit.name in _REGISTRY:
     raise ValueError(f"audit {audit.name!r} is registered already")
-  if audit.layout not in LAYOUTS or (audit.run is None) == (audit.score is None):
-    raise ValueError(f"audit {audit.name!r}: a layout of {LAYOUTS}, and either run or score")
+  kinds = (audit.run, audit.score, audit.example_score)
+  if audit.layout not in LAYOUTS or sum(k is not None for k in kinds) != 1:
+    raise ValueError(f"audit {audit.name!r}: a layout of {LAYOUTS}, and one of run, score, "
+                     "example_score")
   _REGISTRY[audit.name] = audit
   NAMES = tuple(_REGISTRY)
 
@@ -44,8 +47,10 @@ register(selection.AUDIT)
 register(selection.GAIN)
 register(lira.AUDIT)
 register(margin.AUDIT)
+register(grad_norm.AUDIT)
 
-# What a run measures unless config.audits says otherwise: every audit but the opt-in ones.
+# What a run measures unless config.audits says otherwise: every audit but the opt-in ones
+# (margin; grad_norm, which costs a backward pass per example).
 DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selection_gain",
            "lira")
 
@@ -78,7 +83,7 @@ def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_clas
   """
   audits = selected(config, stack.layout)
   runs = [a for a in audits if a.run is not None]
-  scored = [a for a in audits if a.score is not None]
+  scored = [a for a in audits if a.score is not None or a.example_score is not None]
   results = []
   for k, seed in enumerate(seeds):
     target = Target(k=k, seed=seed, stack=stack, config=config, num_classes=num_classes,
@@ -98,7 +103,8 @@ def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_clas
       out = stack.membership(k)
       if scored or candidate is not None:
         for a in scored:
-          scores[f"score_{a.name}"] = a.score(out.logits[k], out.labels)
+          scores[f"score_{a.name}"] = (a.score(out.logits[k], out.labels) if a.score
+                                       else a.example_score(target))
         more, _ = evaluate.score_audit(
             scores, out.labels, out.is_member, out.split, num_classes, seed, rng=rng,
             replicates=evaluate.bootstrap_replicates(config.attack), nn=candidate,

@@ -2,8 +2,9 @@
 
 An `Audit` is one way of measuring how much a trained model leaks about its members. It
 either runs (`run(target, rng) -> Result`: record fields, per-example scores, a headline
-candidate, files) or, threshold-style, only scores examples (`score(logits, labels)`, higher =
-member): the trainer then fits the score's global threshold on split 0, measures it on the audit
+candidate, files) or, threshold-style, only scores examples (`score(logits, labels)`, or
+`example_score(target)` for a score that needs more than the logits, such as the model's
+gradients; higher = member): the trainer then fits the score's global threshold on split 0, measures it on the audit
 split, and makes it a candidate for the headline (`evaluate.score_audit`).
 
 Audits apply to one layout of a stack: "splits" (every trial on its own membership split: fit
@@ -47,5 +48,7 @@ class Audit:
   layout: str = "splits"
   run: Callable[[Target, np.random.Generator], Result] | None = None
   score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+  # Threshold-style from more than the logits: (target) -> (N,) on membership(k)'s examples.
+  example_score: Callable[[Target], np.ndarray] | None = None
   fields: tuple[str, ...] = ()   # the record fields its `run` writes
   once: bool = False             # on the stack's target (model 0) only

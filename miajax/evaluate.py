@@ -589,6 +589,38 @@ def lira_audit(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
   return {**rmia_fields, **fields, "notes": all_notes}, scores
 
 
+def lira_rotated(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
+                 fprs=(0.001, 0.01)) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Online LiRA with every model of the stack in turn as the target and all the others as
+  its shadows (leave one out), the scores of all targets pooled.
+
+  One target gives one score per pool example; M targets give M times as many, so a TPR at
+  0.1% FPR rests on M times the non-members and members (Carlini et al. 2022 evaluate over
+  many targets the same way). Scores are likelihood ratios, comparable across targets.
+
+  Returns:
+    ({targets, scores, auc, auc_per_target, tpr_at_fpr {fpr: TPR or None},
+    tpr_interval {fpr: 95% Clopper-Pearson [lo, hi] of the TPR among the pooled members, or
+    None}, notes}, the pooled scores, their membership).
+  """
+  conf = np.asarray(lira.logit_scaled_confidence(jnp.asarray(logits), jnp.asarray(labels)))
+  scores, members, aucs = [], [], []
+  for t in range(len(keep)):
+    others = np.arange(len(keep)) != t
+    s = lira.scores(conf[t], conf[others], keep[others], online=True, fixed_variance=False)
+    scores.append(s)
+    members.append(keep[t])
+    aucs.append(metrics.roc_auc(s, keep[t]))
+  s, m = np.concatenate(scores), np.concatenate(members)
+  tpr, notes = metrics.tpr_report(s, m, fprs)
+  n = int(m.sum())
+  interval = {f: None if v is None else list(metrics.clopper_pearson(round(v * n), n))
+              for f, v in tpr.items()}
+  return ({"targets": int(len(keep)), "scores": int(s.size), "auc": metrics.roc_auc(s, m),
+           "auc_per_target": aucs, "tpr_at_fpr": tpr, "tpr_interval": interval,
+           "notes": notes}, s, m)
+
+
 def _rmia_offline_a(override, logp, keep, pop_logp, gamma) -> tuple[float, str]:
   """(a, how it was chosen): the override, else the shadows' choice (models 1.. only)."""
   if override is not None:

@@ -101,6 +101,15 @@ def tpr_at_fpr(scores, is_member, fpr: float) -> float | None:
   return float(tprs[fprs < fpr].max())
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+  """The exact (Clopper-Pearson) `level` interval of a binomial proportion k / n."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  alpha = 1.0 - level
+  lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+  hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+  return lo, hi
+
+
 def min_nonmembers(fpr: float) -> int:
   """The fewest non-members a TPR at `fpr` is reported for: floor(1/fpr) + 1, the fewest n
   whose single false positive, 1/n, lies strictly below the rate."""

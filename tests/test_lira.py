@@ -397,6 +397,21 @@ def test_lira_run_records_lira_and_rmia_and_saves_their_scores(tmp_path, data_di
     np.testing.assert_allclose(got, w, rtol=1e-2, atol=1e-3, err_msg=name)
     assert fields[name]["auc"] == pytest.approx(metrics.roc_auc(w, is_member), abs=1e-3), name
 
+  # Every model in turn as the target, scored against the other four only.
+  rotated = fields["rotated"]
+  assert rotated["targets"] == 5 and rotated["scores"] == 5 * n
+  np.testing.assert_array_equal(saved["rotated_is_member"], keep.reshape(-1))
+  for t in range(5):
+    others = np.arange(5) != t
+    want = _independent_lira(conf[t], conf[others], keep[others])["online"]
+    # Where a side has a single shadow the formula's variance is undefined (NaN here); the
+    # audit falls back to the pooled variance there (test_examples_without_in_or_out_...).
+    ok = np.isfinite(want)
+    assert ok.sum() > n // 4
+    np.testing.assert_allclose(saved["rotated_score"][t * n:(t + 1) * n][ok], want[ok],
+                               rtol=1e-2, atol=1e-3, err_msg=f"target {t}")
+  np.testing.assert_allclose(saved["rotated_score"][:n], saved["score_lira_online"])
+
 
 _LIRA_VARIANTS = ("online", "offline", "online_fixed_variance", "offline_fixed_variance")
 
@@ -409,3 +424,30 @@ def test_bad_rmia_offline_a_is_refused_before_anything_is_written(tmp_path, data
   with pytest.raises(UserError, match="lira.rmia_offline_a"):
     train.train_and_evaluate(c, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_clopper_pearson_is_the_exact_binomial_interval():
+  from scipy import stats
+  for k, n in ((0, 10), (3, 10), (10, 10), (17, 4000)):
+    want = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    np.testing.assert_allclose(metrics.clopper_pearson(k, n), (want.low, want.high),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_rotated_lira_pools_every_target_and_bounds_its_tpr():
+  from miajax import evaluate
+  rng = np.random.default_rng(0)
+  m, n = 9, 400
+  keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(0), m, n))
+  labels = rng.integers(0, 3, n)
+  logits = rng.normal(size=(m, n, 3))
+  logits[np.arange(m)[:, None], np.arange(n)[None], labels[None]] += 2.0 + 1.5 * keep
+  fields, scores, members = evaluate.lira_rotated(logits, labels, keep)
+  assert fields["targets"] == m and scores.shape == members.shape == (m * n,)
+  assert len(fields["auc_per_target"]) == m and fields["auc"] > 0.6
+  tpr = fields["tpr_at_fpr"]["0.01"]
+  lo, hi = fields["tpr_interval"]["0.01"]
+  assert lo <= tpr <= hi
+  # 1,800 non-members: a TPR at 0.1% FPR exists, which one target's 200 could not give.
+  assert fields["tpr_at_fpr"]["0.001"] is not None
+  assert metrics.tpr_at_fpr(scores[:n], members[:n], 0.001) is None

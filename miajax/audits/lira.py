@@ -1,5 +1,6 @@
 """LiRA and RMIA on a LiRA stack: model 0 the target, models 1.. its shadows (RMIA's reference
-models), over the pool of members each model took half of (`evaluate.lira_audit`)."""
+models), over the pool of members each model took half of (`evaluate.lira_audit`); and online
+LiRA with every model in turn as the target, scores pooled (`evaluate.lira_rotated`)."""
 
 from miajax import evaluate
 from miajax.audits.audit import Audit, Result
@@ -13,10 +14,14 @@ def _run(target, rng):
   keep = stack.keep
   fields, scores = evaluate.lira_audit(pool_logits, pool_labels, keep, pop_logits, pop_labels,
                                        rmia_offline_a=config.lira.rmia_offline_a)
+  # Every model in turn as the target: many more scores behind the low-FPR TPRs.
+  fields["rotated"], rotated, rotated_member = evaluate.lira_rotated(pool_logits, pool_labels,
+                                                                     keep)
   saved = dict(index=stack.splits[0].train, labels=pool_labels, is_member=keep[0], keep=keep,
                logits=pool_logits[0], shadow_logits=pool_logits[1:],
                population_index=pop_index, population_labels=pop_labels,
                population_logits=pop_logits[0], shadow_population_logits=pop_logits[1:],
+               rotated_score=rotated, rotated_is_member=rotated_member,
                **{f"score_{k}": v for k, v in scores.items()})
   return Result({"lira": fields}, files={"lira_scores.npz": saved})
 

@@ -6,6 +6,8 @@ final checkpoint) and writes, to OUT (default DIR/report):
   table1.md             the method comparison (mean ± 95% interval over seeds, Table 1/2),
                         each method paired against the baseline of the same seed and split
                         (`paired`: t-interval, exact sign-flip p-value, matched controls),
+                        in a LiRA run the baseline's most exposed members under each
+                        defence (`exposure`),
                         the weight-pruning table (Table 4) and the DP-SGD rows with epsilon;
                         also printed
   fig2_loss.png         training cross-entropy against step per method, phases marked
@@ -36,6 +38,7 @@ from typing import Any
 from absl import flags
 
 from miajax import cli
+from miajax import exposure
 from miajax import paired
 from miajax import results
 from miajax import selection
@@ -154,7 +157,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
   return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> str:
+def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
+             expo: dict | None = None) -> str:
   lines = [f"# miajax report: {workdir}", "",
            *[f"**{line}**\n" for line in results.synthetic_banner(records)],
            "## Table 1: method comparison",
@@ -171,6 +175,9 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict]) -> 
     lines += ["", "## Paired against the baseline", "",
               "Each trial minus the baseline trial of the same seed and membership split.", "",
               "```", pairs, "```"]
+  if expo:
+    lines += ["", "## Exposure of the most exposed members", "", "```",
+              exposure.table(expo), "```"]
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
     lines.append("No trial has weight counts.")
@@ -620,7 +627,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   notes: list[str] = results.synthetic_banner(records)   # printed with the report, too
   comp = compression(records)
   dp = dp_rows(records)
-  text = markdown(workdir, records, comp, dp)
+  expo = exposure.compare(workdir, records, notes)
+  text = markdown(workdir, records, comp, dp, expo)
   (out / "table1.md").write_text(text)
 
   figures: dict[str, str] = {}
@@ -651,7 +659,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       "workdir": str(workdir), "out": str(out), "trials": [r["name"] for r in records],
       "synthetic": any(bool(r.get("synthetic")) for r in records),
       "table1": comparison(records), "paired": paired.compare(records),
-      "matched_controls": paired.matched(records), "table4_compression": comp, "dp": dp,
+      "matched_controls": paired.matched(records), "exposure": expo,
+      "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
       "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,
       "notes": notes}

@@ -1,0 +1,86 @@
+"""Per-example exposure: do a defence's gains reach the examples that leak most?
+
+An average AUC can fall while the most exposed examples stay exposed (the "privacy onion",
+Carlini et al. 2022). In a LiRA run every method's target trains on the same half of the same
+pool (one `lira_keep.npz`), so each member's online LiRA score can be followed from the
+baseline's target to each defence's. For the baseline's most exposed 1% of members this
+reports their median score under each defence and the share of them each defence's own
+LiRA still calls members at 0.1% FPR.
+"""
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from miajax import results
+
+TOP_FRACTION = 0.01
+FPR = 0.001
+REFERENCE = "baseline"
+
+
+def threshold_at_fpr(scores: np.ndarray, is_member: np.ndarray, fpr: float = FPR) -> float:
+  """The lowest threshold t with FPR(score > t) < fpr: at most ceil(fpr * n) - 1 of the n
+  non-members score above it (none where fpr * n <= 1)."""
+  out = np.sort(scores[~is_member])[::-1]
+  allowed = max(0, math.ceil(fpr * out.size) - 1)
+  return float(out[allowed])
+
+
+def _target_scores(workdir: Path, record: dict) -> tuple[np.ndarray, np.ndarray] | None:
+  path = workdir / record["name"] / "lira_scores.npz"
+  if not path.is_file():
+    return None
+  with np.load(path) as f:
+    if "score_lira_online" not in f:
+      return None
+    return np.asarray(f["score_lira_online"], np.float64), np.asarray(f["is_member"], bool)
+
+
+def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> dict[str, Any]:
+  """{"top": k, "members": n, "fpr": FPR, "methods": {group: {median_score,
+  still_called_members, median_score_all_members}}} for a LiRA run with a baseline target;
+  {} otherwise (a note says why where it matters)."""
+  workdir = Path(workdir)
+  targets = {results.group_of(r): r for r in records if r.get("lira")}
+  if REFERENCE not in targets:
+    return {}
+  loaded = {g: _target_scores(workdir, r) for g, r in targets.items()}
+  if loaded[REFERENCE] is None:
+    notes.append("exposure: the baseline target has no lira_scores.npz")
+    return {}
+  base, member = loaded[REFERENCE]
+  members = np.flatnonzero(member)
+  k = max(1, math.ceil(TOP_FRACTION * members.size))
+  top = members[np.argsort(-base[members], kind="stable")[:k]]
+  out = {"top": int(k), "members": int(members.size), "fpr": FPR, "methods": {}}
+  for g, got in loaded.items():
+    if got is None or not np.array_equal(got[1], member):
+      notes.append(f"exposure: {g} is not scored on the baseline target's members; left out")
+      continue
+    scores, _ = got
+    threshold = threshold_at_fpr(scores, member)
+    out["methods"][g] = {
+        "median_score": float(np.median(scores[top])),
+        "still_called_members": float(np.mean(scores[top] > threshold)),
+        "median_score_all_members": float(np.median(scores[members]))}
+  return out
+
+
+def table(exposure: dict[str, Any]) -> str:
+  if not exposure:
+    return ""
+  rows = [["method", "top-1% median score", "called at 0.1% FPR", "all members' median"]]
+  for g, e in exposure["methods"].items():
+    rows.append([g, f"{e['median_score']:.3g}", f"{100 * e['still_called_members']:.0f}%",
+                 f"{e['median_score_all_members']:.3g}"])
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+           for r in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines.append(f"the baseline target's {exposure['top']} most exposed of {exposure['members']} "
+               "members (highest online LiRA score), followed into each method's target "
+               "(same pool, same half); called: above that target's own 0.1%-FPR threshold")
+  return "\n".join(lines)

@@ -57,26 +57,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   trial_splits = {t.name: splits_lib.make(
       (config.seed, t.seed), data.num_examples("train"), data.num_examples("test"),
       config.data.train_size) if config.split_per_trial else split for t in trials}
-  batch_size = config.data.batch_size
-  if len(split.train) < batch_size:
-    raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
-                    "members; allowed: at most the number of training examples")
-  lira_keep = None
-  if config.lira.num_shadows:
-    # Every model of a LiRA stack trains on exactly half of the members (the pool), the
-    # shadows in complementary pairs (see lira.keep_masks).
-    lira_keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(config.seed),
-                                           config.lira.num_shadows + 1, len(split.train)))
-  steps_per_epoch = len(split.train) // (2 if lira_keep is not None else 1) // batch_size
-  if steps_per_epoch == 0:
-    raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
-                    f"{len(split.train)} members; allowed: a smaller batch size")
-  for method in trials_lib.groups(trials):
-    defence = defences.get(method)
-    if sum(defence.phase_steps(config, steps_per_epoch)) == 0:
-      fields = " + ".join(field for _, field in defence.phases)
-      raise UserError(f"{fields}: {method} would train 0 steps ({steps_per_epoch} steps per "
-                      "epoch); allowed: epochs giving at least one step")
+  lira_keep, steps_per_epoch = _lira_keep_and_steps(config, trials, split)
   config_json = json.loads(config.to_json_best_effort())
   _check_same_run(workdir, config_json)
   for t in trials:                  # checked before anything is written
@@ -86,23 +67,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
                       "of miajax draws differently; allowed: a new --workdir")
 
   # ---------------------------------------------------------------- workdir
-  # Files are written by the first host only; Orbax coordinates the checkpoints of all hosts.
-  if stack_lib.is_writer():
-    try:
-      workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-      raise UserError(f"--workdir={workdir} cannot be created ({e.strerror}); allowed: a new "
-                      "or existing directory you can write") from None
-    _write_once(workdir / "config.json", config_json)
-    for t in trials:
-      (workdir / t.name).mkdir(exist_ok=True)
-      own = json.loads(trials_lib.config_for(config, t).to_json_best_effort())
-      _write_once(workdir / t.name / "config.json", own | {"trial": {
-          "name": t.name, "method": t.method, "seed": t.seed, "sweep": dict(t.values)}})
-      if not (workdir / t.name / "splits.npz").exists():
-        trial_splits[t.name].save(workdir / t.name / "splits.npz")
-    if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
-      np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
+  _write_workdir(workdir, config, config_json, trials, trial_splits, split, lira_keep)
 
   # ---------------------------------------------------------------- trial stacks
   strategy = config.train.strategy
@@ -126,6 +91,60 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
                           "resume", 128 + stop[0])
 
   final = [done[t.name] for t in trials]
+  _conclude(workdir, config, final)
+  return final
+
+
+def _lira_keep_and_steps(config, trials, split) -> tuple[np.ndarray | None, int]:
+  """A LiRA run's keep masks (None otherwise) and the steps per epoch, every method checked to
+  train at least one step."""
+  batch_size = config.data.batch_size
+  if len(split.train) < batch_size:
+    raise UserError(f"data.batch_size={batch_size} is larger than the {len(split.train)} "
+                    "members; allowed: at most the number of training examples")
+  lira_keep = None
+  if config.lira.num_shadows:
+    # Every model of a LiRA stack trains on exactly half of the members (the pool), the
+    # shadows in complementary pairs (see lira.keep_masks).
+    lira_keep = np.asarray(lira.keep_masks(jax.random.PRNGKey(config.seed),
+                                           config.lira.num_shadows + 1, len(split.train)))
+  steps_per_epoch = len(split.train) // (2 if lira_keep is not None else 1) // batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f"data.batch_size={batch_size} is larger than a LiRA model's half of the "
+                    f"{len(split.train)} members; allowed: a smaller batch size")
+  for method in trials_lib.groups(trials):
+    defence = defences.get(method)
+    if sum(defence.phase_steps(config, steps_per_epoch)) == 0:
+      fields = " + ".join(field for _, field in defence.phases)
+      raise UserError(f"{fields}: {method} would train 0 steps ({steps_per_epoch} steps per "
+                      "epoch); allowed: epochs giving at least one step")
+  return lira_keep, steps_per_epoch
+
+
+def _write_workdir(workdir, config, config_json, trials, trial_splits, split, lira_keep):
+  """The run's and each trial's config.json, splits.npz and LiRA keep masks, written once.
+
+  Files are written by the first host only; Orbax coordinates the checkpoints of all hosts."""
+  if stack_lib.is_writer():
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"--workdir={workdir} cannot be created ({e.strerror}); allowed: a new "
+                      "or existing directory you can write") from None
+    _write_once(workdir / "config.json", config_json)
+    for t in trials:
+      (workdir / t.name).mkdir(exist_ok=True)
+      own = json.loads(trials_lib.config_for(config, t).to_json_best_effort())
+      _write_once(workdir / t.name / "config.json", own | {"trial": {
+          "name": t.name, "method": t.method, "seed": t.seed, "sweep": dict(t.values)}})
+      if not (workdir / t.name / "splits.npz").exists():
+        trial_splits[t.name].save(workdir / t.name / "splits.npz")
+    if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
+      np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
+
+
+def _conclude(workdir, config, final) -> None:
+  """Algorithm 1's choice where the run sweeps, and the printed table and choice."""
   choice = selection.choose(final, config.select.max_accuracy_drop, config.select.folds)
   if stack_lib.is_writer():
     print(results.table(final), flush=True)
@@ -134,7 +153,6 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       print("\n" + selection.table(choice), flush=True)
     print(f"\nresults: {(workdir / 'results.json').absolute()} (and results.csv); tables and "
           f"figures: python -m miajax.report {workdir}", flush=True)
-  return final
 
 
 @contextlib.contextmanager

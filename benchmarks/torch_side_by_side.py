@@ -461,7 +461,7 @@ def prune_counts(keep):
   model = models.create("lenet5", 10)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)),
                                              train=False))["params"]
-  counts = pruning.keep_counts(shapes, pruning.keep_fractions(shapes, config_lib.parse_keep(
+  counts = pruning.keep_counts(shapes, pruning.keep_fractions(shapes, pruning.parse_keep(
       str(keep))))
   return [int(counts[f"{n}/kernel"]) for n in PRUNABLE]
 

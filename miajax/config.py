@@ -10,7 +10,7 @@ import math
 
 import ml_collections
 
-from miajax.errors import UserError
+from miajax.errors import UserError, finite_positive
 
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "vmap", "map", "loop")
@@ -276,52 +276,3 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(c.attack.batch_size > 0, "attack.batch_size", "a positive integer")
   need(c.attack.bootstrap_replicates >= 10, "attack.bootstrap_replicates", "an integer >= 10")
   need(finite_positive(c.attack.learning_rate), "attack.learning_rate", "a finite number > 0")
-
-
-def finite_positive(x) -> bool:
-  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
-
-
-def parse_keep(spec):
-  """`pruning.keep` as given on the command line -> what `pruning.keep_fractions` takes.
-
-  "paper" | 0.1 (the overall kept fraction) | "uniform:0.1" (0.1 in every layer) |
-  "0.6,0.1,0.0625" (one per layer, in forward order) | "fc1=0.1,conv1=0.6".
-  """
-  if isinstance(spec, (int, float)):
-    value = float(spec)
-  elif isinstance(spec, str) and spec == "paper":
-    return spec
-  elif isinstance(spec, str) and spec.strip().startswith("uniform:"):
-    try:
-      value = float(spec.strip().removeprefix("uniform:"))
-    except ValueError:
-      raise UserError(f"pruning.keep={spec!r} is not allowed; allowed: 'uniform:F' with F a "
-                      "fraction in (0, 1]") from None
-    return f"uniform:{_keep_value(value)}"
-  elif isinstance(spec, str) and "=" in spec:
-    try:
-      pairs = dict(p.split("=") for p in spec.split(","))
-      return {k.strip(): _keep_value(float(v)) for k, v in pairs.items()}
-    except ValueError:
-      raise UserError(f"pruning.keep={spec!r} is not a valid per-layer map; "
-                      "allowed: e.g. 'conv1=0.6,fc1=0.1'") from None
-  elif isinstance(spec, str):
-    try:
-      values = [float(v) for v in spec.split(",")]
-    except ValueError:
-      raise UserError(f"pruning.keep={spec!r} is not allowed; allowed: 'paper', a fraction "
-                      "in (0, 1], a comma list of fractions, or 'layer=fraction,...'") from None
-    return _keep_value(values[0]) if len(values) == 1 else [_keep_value(v) for v in values]
-  elif isinstance(spec, (list, tuple)):
-    return [_keep_value(float(v)) for v in spec]
-  else:
-    raise UserError(f"pruning.keep={spec!r} is not allowed; allowed: 'paper', a fraction in "
-                    "(0, 1], a comma list of fractions, or 'layer=fraction,...'")
-  return _keep_value(value)
-
-
-def _keep_value(v: float) -> float:
-  if not (math.isfinite(v) and 0 < v <= 1):
-    raise UserError(f"pruning.keep={v!r} is outside (0, 1]; allowed: keep fractions in (0, 1]")
-  return v

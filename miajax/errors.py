@@ -5,6 +5,8 @@ line prints its message as one line and exits with status 2; anything else is a 
 its traceback.
 """
 
+import math
+
 
 class UserError(ValueError):
   """Bad input: the message names the field, the value given and what is allowed."""
@@ -34,7 +36,8 @@ class Interrupted(Exception):
 
 
 def check_package() -> None:
-  """Raises UserError unless `import miajax` gives this package.
+  """Raises UserError unless `import math
+import miajax` gives this package.
 
   A folder named `miajax` in the working directory (a workdir such as /tmp/miajax, or a
   `report/` folder inside one) is a namespace package that Python puts before an editable
@@ -52,3 +55,8 @@ def check_package() -> None:
         f"`import miajax` found {where}, not the installed package at {here} (a folder named "
         "miajax in the working directory shadows it); allowed: run from another directory, or "
         "install with pip install -e . --config-settings editable_mode=compat")
+
+
+def finite_positive(x) -> bool:
+  """A config number that must be finite and > 0 (learning rates, epsilons, norms)."""
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0

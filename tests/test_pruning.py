@@ -184,11 +184,11 @@ def test_uniform_spec_sets_every_layer_and_a_number_is_the_overall_fraction():
   assert pruning.keep_fractions(lenet5_params(), "uniform:0.25") == dict.fromkeys(
       LENET5_LAYERS, 0.25)
   assert pruning.keep_fractions(lenet5_params(), 1) == dict.fromkeys(LENET5_LAYERS, 1.0)
-  assert config_lib.parse_keep("uniform:0.1") == "uniform:0.1"
-  assert config_lib.parse_keep(" uniform: 0.10 ") == "uniform:0.1"
+  assert pruning.parse_keep("uniform:0.1") == "uniform:0.1"
+  assert pruning.parse_keep(" uniform: 0.10 ") == "uniform:0.1"
   for bad in ("uniform:1.5", "uniform:", "uniform:x"):
     with pytest.raises(UserError, match="pruning.keep"):
-      config_lib.parse_keep(bad)
+      pruning.parse_keep(bad)
 
 
 def test_sequence_spec_is_one_fraction_per_layer_in_forward_order():

@@ -10,6 +10,7 @@ import pytest
 from conftest import cpu_env
 from conftest import run_main
 from miajax import config as config_lib
+from miajax import pruning
 from miajax import evaluate
 from miajax import selection
 from miajax import steps
@@ -55,7 +56,7 @@ def test_a_trial_config_holds_its_own_values_in_the_declared_types():
   c = _config(keep=(0.1,), gamma=(3.0,), epsilon=(2.0,))
   by_name = {t.name: t for t in trials_lib.make(c)}
   own = trials_lib.config_for(c, by_name["pruning-keep0.10-seed1"])
-  assert own.pruning.keep == "0.1" and config_lib.parse_keep(own.pruning.keep) == 0.1
+  assert own.pruning.keep == "0.1" and pruning.parse_keep(own.pruning.keep) == 0.1
   assert trials_lib.config_for(c, by_name["minmax-gamma3.00-seed0"]).minmax.gamma == 3.0
   assert trials_lib.config_for(c, by_name["dp-eps2.00-seed0"]).dp.epsilon == 2.0
   assert c.pruning.keep == "paper"      # the run's config is untouched

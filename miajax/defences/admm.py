@@ -11,7 +11,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from miajax import config as config_lib
 from miajax import pruning
 from miajax import steps
 from miajax.defences.defence import Defence, Phase, Recipe
@@ -36,13 +35,13 @@ def _validate(c, need, used):
   need(c.admm.rho_growth >= 1.0, "admm.rho_growth", "a number >= 1")
   need(c.admm.update_every > 0, "admm.update_every", "a positive integer")
   if used:
-    config_lib.parse_keep(c.pruning.keep)
+    pruning.parse_keep(c.pruning.keep)
 
 
 def _build(config, phase_steps, model, tx, num_classes, num_members):
   del num_classes, num_members
   plain = functools.partial(steps.train_step, model=model, tx=tx)
-  keep = config_lib.parse_keep(config.pruning.keep)
+  keep = pruning.parse_keep(config.pruning.keep)
   rho = float(config.admm.rho)
   hp = lambda params: {"counts": pruning.count_tree(params, pruning.keep_counts(
       params, pruning.keep_fractions(params, keep, model=config.model.name))),

@@ -16,12 +16,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from miajax import config as config_lib
 from miajax import dp as dp_lib
 from miajax import models
 from miajax import steps
 from miajax.defences.defence import Defence, Phase, Recipe
-from miajax.errors import UserError
+from miajax.errors import UserError, finite_positive
 
 SECTIONS = {
     "dp": {
@@ -33,9 +32,9 @@ SECTIONS = {
 
 
 def _validate(c, need, used):
-  need(config_lib.finite_positive(c.dp.epsilon), "dp.epsilon", "a finite number > 0")
+  need(finite_positive(c.dp.epsilon), "dp.epsilon", "a finite number > 0")
   need(0 < c.dp.delta < 1, "dp.delta", "a number in (0, 1)")
-  need(config_lib.finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
+  need(finite_positive(c.dp.clip_norm), "dp.clip_norm", "a finite number > 0")
   if used and models.normalisation(c.model.name, c.model.norm) == "batch":
     raise UserError("model.norm='batch' cannot train with DP-SGD (batch statistics mix "
                     "examples); allowed with methods including dp: model.norm=group or none")

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 
 from miajax import attack as attack_lib
-from miajax import config as config_lib
 from miajax import steps
 from miajax.defences.defence import Defence, Recipe
+from miajax.errors import finite_positive
 
 SECTIONS = {
     "minmax": {
@@ -33,7 +33,7 @@ def _validate(c, need, used):
   del used
   need(c.minmax.gamma >= 0, "minmax.gamma", "a number >= 0")
   need(c.minmax.k > 0, "minmax.k", "a positive integer")
-  need(config_lib.finite_positive(c.minmax.attack_learning_rate), "minmax.attack_learning_rate",
+  need(finite_positive(c.minmax.attack_learning_rate), "minmax.attack_learning_rate",
        "a finite number > 0")
 
 

@@ -12,14 +12,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from miajax import config as config_lib
 from miajax import steps
 from miajax.defences.defence import Defence, Phase, Recipe
+from miajax.errors import finite_positive
 
 
 def _validate(c, need, used):
   del used
-  need(c.regularised.weight_decay == 0 or config_lib.finite_positive(
+  need(c.regularised.weight_decay == 0 or finite_positive(
       c.regularised.weight_decay), "regularised.weight_decay", "a finite number >= 0")
 
 

@@ -141,10 +141,12 @@ def test_grad_norm_is_each_examples_gradient_norm_over_the_weights_that_survive(
   state = state.replace(params=params)
   images = jax.random.normal(jax.random.PRNGKey(1), (3, 28, 28, 1))
   labels = jnp.array([0, 3, 7])
-  got = steps.example_grad_norms(state, (images, labels), model=model)
+  got = jax.jit(lambda s, b: steps.example_grad_norms(s, b, model=model))(
+      state, (images, labels))
+  grad = jax.jit(jax.grad(lambda p, x, y: steps.cross_entropy(
+      model.apply({"params": p}, x, train=False), y)))
   for i in range(3):
-    g = jax.grad(lambda p: steps.cross_entropy(
-        model.apply({"params": p}, images[i:i + 1], train=False), labels[i:i + 1]))(params)
+    g = grad(params, images[i:i + 1], labels[i:i + 1])
     masked = jax.tree.map(lambda gi, p: jnp.where(p != 0, gi, 0.0), g, params)
     want = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(masked)))
     unmasked = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from miajax import dp as dp_lib
+
 Step = Callable[..., tuple[Any, dict[str, jax.Array]]]
 
 
@@ -115,11 +117,12 @@ def example_grad_norms(state: TrainState, batch, *, model):
   """
   images, labels = batch
 
-  def loss(params, image, label):
-    logits, _ = forward(model, params, state.batch_stats, image[None], train=False)
-    return cross_entropy(logits, label[None])
+  def loss(params, example):
+    logits, _ = forward(model, params, state.batch_stats, example["image"][None], train=False)
+    return cross_entropy(logits, example["label"][None])
 
-  grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(state.params, images, labels)
+  # DP-SGD's per-example gradients, right on several XLA:CPU devices too (see there).
+  grads = dp_lib.per_example_grads(loss, state.params, {"image": images, "label": labels})
   squares = jax.tree.map(
       lambda g, p: jnp.sum(jnp.square(jnp.where(p != 0, g, 0)).reshape(g.shape[0], -1), 1),
       grads, state.params)

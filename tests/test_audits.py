@@ -169,3 +169,39 @@ def test_a_run_listing_grad_norm_records_it_as_a_threshold_attack_and_a_headline
   scores = np.load(tmp_path / record["name"] / "scores.npz")
   assert scores["score_grad_norm"].shape == scores["labels"].shape
   assert np.all(scores["score_grad_norm"] <= 0)      # minus a norm
+
+
+_TWO_DEVICE_GRAD_NORMS = """
+import functools, jax, numpy as np, optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+from miajax import models, steps
+model = models.create("lenet5", 10)
+state = steps.init(jax.random.PRNGKey(0), model, optax.sgd(0.1), (28, 28, 1))
+x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28, 1)))
+y = np.arange(8) % 10
+fn = steps.lift_eval(functools.partial(steps.example_grad_norms, model=model), "loop")
+mesh = jax.make_mesh((1, 2), ("trial", "data"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+sh = NamedSharding(mesh, P("data"))
+got = fn(jax.tree.map(lambda v: v[None], state), (jax.device_put(x, sh), jax.device_put(y, sh)))
+print(" ".join(map(repr, np.asarray(got)[0].tolist())))
+"""
+
+
+@pytest.mark.slow
+def test_grad_norms_on_a_batch_sharded_over_two_devices_equal_one_devices():
+  # vmap(grad) over a "data"-sharded batch goes wrong on XLA:CPU (see dp.per_example_grads).
+  import subprocess
+  import sys
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from conftest import cpu_env
+  from miajax import models
+  from miajax import steps
+  out = subprocess.run([sys.executable, "-c", _TWO_DEVICE_GRAD_NORMS], env=cpu_env(2),
+                       capture_output=True, text=True, check=True).stdout.split()
+  model = models.create("lenet5", 10)
+  state = steps.init(jax.random.PRNGKey(0), model, optax.sgd(0.1), (28, 28, 1))
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28, 1))
+  want = steps.example_grad_norms(state, (x, jnp.arange(8) % 10), model=model)
+  np.testing.assert_allclose(np.array(out, float), want, rtol=1e-4)

@@ -44,6 +44,7 @@ import numpy as np
 
 from miajax import cli
 from miajax import workdir as workdir_lib
+from miajax.data import specs
 from miajax.errors import UserError
 
 FORMATS = ("sparse", "dense")
@@ -52,12 +53,6 @@ CONTAINER = "miajax.export/1"
 HEADER_KEY = "header"
 COLLECTIONS = ("params", "batch_stats")
 
-# Input geometry of each dataset, for checking the checkpoint against the model it names
-# (LeNet-5's fc1 width depends on it). ImageNet's comes from data.image_size.
-_INPUT_SHAPES = {
-    "digits": (28, 28, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
-    "cifar10": (32, 32, 3), "cifar100": (32, 32, 3),
-}
 _USAGE = ("usage: python -m miajax.export TRIAL_DIR --out FILE [--format sparse|dense] "
           "[--step N] [--nocompress] [--json]")
 _ALLOWED_TRIAL = ("allowed: one trial directory of a python -m miajax.main workdir (holding "
@@ -162,11 +157,10 @@ def _config(trial_dir: Path) -> dict:
 
 def _input_shape(config: dict) -> tuple[int, ...] | None:
   data = config.get("data") or {}
-  name = data.get("name")
-  if name == "imagenet2012":
-    size = int(data.get("image_size") or 224)
-    return (size, size, 3)
-  return _INPUT_SHAPES.get(name)
+  # The dataset's input geometry checks the checkpoint against the model it names (LeNet-5's
+  # fc1 width depends on it).
+  spec = specs.SPECS.get(data.get("name"))
+  return spec.input_shape(int(data.get("image_size") or 224)) if spec else None
 
 
 def _restore(checkpoint_dir: Path, step: int) -> dict[str, Any]:

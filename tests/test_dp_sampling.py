@@ -19,6 +19,7 @@ from miajax import methods
 from miajax import models
 from miajax import steps
 from miajax.data import pipeline
+from miajax.data import specs
 
 NUM_TRAIN = 250
 
@@ -33,7 +34,7 @@ def _data() -> pipeline.Data:
 
 
 def _row_numbers(images: np.ndarray) -> np.ndarray:
-  (mean,), (std,) = pipeline._STATS["mnist"]  # pylint: disable=protected-access
+  (mean,), (std,) = specs.SPECS["mnist"].mean, specs.SPECS["mnist"].std
   return np.rint((images[..., 0, 0, 0] * std + mean) * 255).astype(int)
 
 

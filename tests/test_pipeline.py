@@ -3,6 +3,7 @@
 import numpy as np
 
 from miajax.data import pipeline
+from miajax.data import specs
 
 NUM_TRAIN = 40
 
@@ -27,7 +28,7 @@ def _rows(members, seeds, start, stop, side_sets=None, batch_size=4):
 
 def _row_numbers(images: np.ndarray) -> np.ndarray:
   # Undo the MNIST normalisation of the one pixel we need; rows are exact small integers.
-  (mean,), (std,) = pipeline._STATS["mnist"]  # pylint: disable=protected-access
+  (mean,), (std,) = specs.SPECS["mnist"].mean, specs.SPECS["mnist"].std
   pixel = images[..., 0, 0, 0] * std + mean
   return np.rint(pixel * 255).astype(int)
 

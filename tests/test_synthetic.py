@@ -15,6 +15,7 @@ from miajax import results
 from miajax.data import idx
 from miajax.data import pipeline
 from miajax.data import sources
+from miajax.data import specs
 from miajax.data import synthetic
 from miajax.errors import NotPrepared, UserError
 
@@ -51,7 +52,7 @@ def test_synthetic_sources_have_the_real_datasets_shape_and_classes(name, tmp_pa
     assert src.image_shape == (size, size, 3) == (224, 224, 3)
   else:
     assert src.image_shape == real
-  assert src.num_classes == sources.NUM_CLASSES[name] and src.synthetic
+  assert src.num_classes == specs.SPECS[name].num_classes and src.synthetic
   assert (len(src.train), len(src.test)) == (20, 30)     # splits.make fills every set
   arrays = sources.to_arrays(src.test)
   assert arrays["image"].shape == (30, *src.image_shape) and arrays["image"].dtype == np.uint8

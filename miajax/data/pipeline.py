@@ -22,19 +22,10 @@ from absl import logging
 from PIL import Image
 
 from miajax.data import sources as sources_lib
+from miajax.data import specs
 from miajax.data import synthetic
 from miajax.errors import NotPrepared, UserError
 
-# Per-channel mean and std of the train split, on the [0, 1] scale.
-_STATS = {
-    "digits": ((0.1307,), (0.3081,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-_IN_MEMORY = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 @dataclasses.dataclass
@@ -57,9 +48,7 @@ class Data:
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
-    if self.name == "imagenet2012":
-      return (self.image_size, self.image_size, 3)
-    return tuple(self.train["image"].shape[1:])
+    return specs.SPECS[self.name].input_shape(self.image_size)
 
   def num_examples(self, split: str) -> int:
     data = getattr(self, split)
@@ -75,7 +64,7 @@ class Data:
       records = [data[int(i)] for i in indices]
       labels = np.asarray([r["label"] for r in records], np.int32)
       images = [r["image"] for r in records]
-    if self.name == "imagenet2012":
+    if specs.SPECS[self.name].cropped:
       crop = _inception_crop if rng is not None and self.augment else _centre_crop
       images = np.stack([crop(im, self.image_size, rng) for im in images])
     elif rng is not None and self.augment:
@@ -86,7 +75,7 @@ class Data:
 def load(config) -> Data:
   src = _sources(config)
   train, test = src.train, src.test
-  if config.data.name in _IN_MEMORY:
+  if specs.SPECS[config.data.name].in_memory:
     train, test = sources_lib.to_arrays(train), sources_lib.to_arrays(test)
   return Data(name=config.data.name, num_classes=src.num_classes, train=train, test=test,
               augment=bool(config.data.augment), image_size=int(config.data.image_size),
@@ -118,7 +107,8 @@ def _sources(config) -> sources_lib.Sources:
 
 
 def normalise(images: np.ndarray, name: str) -> np.ndarray:
-  mean, std = (np.asarray(s, np.float32) for s in _STATS[name])
+  spec = specs.SPECS[name]
+  mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
   return (images.astype(np.float32) / 255.0 - mean) / std
 
 

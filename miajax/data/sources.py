@@ -23,23 +23,17 @@ from absl import logging
 
 from miajax.data import digits
 from miajax.data import idx
+from miajax.data import specs
 from miajax.errors import NotPrepared, UserError
 
-NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
+NAMES = specs.NAMES
+STOCK_NAMES = specs.STOCK_NAMES
 
 # Builders of this package, prepared on first use.
 _OURS = {
     "digits": digits.MiajaxDigits,
     "mnist": idx.MiajaxMnist,
     "fashion_mnist": idx.MiajaxFashionMnist,
-}
-# Stock TFDS datasets: the split that plays `test` (ImageNet has no labelled test split).
-_STOCK_TEST_SPLIT = {"cifar10": "test", "cifar100": "test", "imagenet2012": "validation"}
-# Datasets read from a data dir prepared beforehand by `python -m miajax.data.prepare`.
-STOCK_NAMES = tuple(_STOCK_TEST_SPLIT)
-NUM_CLASSES = {
-    "digits": 10, "mnist": 10, "fashion_mnist": 10,
-    "cifar10": 10, "cifar100": 100, "imagenet2012": 1000,
 }
 
 
@@ -134,7 +128,7 @@ def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) 
   return Sources(
       train=Records(train),
       test=Records(test),
-      num_classes=NUM_CLASSES[name],
+      num_classes=specs.SPECS[name].num_classes,
       image_shape=tuple(info.features["image"].shape),
       name=name,
   )
@@ -202,7 +196,7 @@ def not_prepared_message(name: str, data_dir: str, manual_dir: str | None = None
 
 
 def _load_stock(name: str, data_dir: str, manual_dir: str | None = None):
-  test_split = _STOCK_TEST_SPLIT[name]
+  test_split = specs.SPECS[name].test_split
   try:
     # download=False: preparing is a separate, explicit step (it needs network).
     train, test = tfds.data_source(name, split=["train", test_split], data_dir=data_dir,

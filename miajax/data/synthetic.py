@@ -15,13 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from miajax.data import sources
+from miajax.data import specs
 
-# Stored geometry per dataset. ImageNet's records vary in size; its stand-ins are the models'
-# 224x224 input, which the pipeline's crops take as they would a real photo.
-SHAPES = {
-    "digits": (28, 28, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
-    "cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "imagenet2012": (224, 224, 3),
-}
 DEFAULT_TRAIN = 1024  # members when the config does not set data.train_size
 _GRID = 4             # a class's pattern: a 4x4 grid of colours, upsampled to the image
 _SIGNAL, _NOISE = 16.0, 40.0   # grey levels of the pattern and of each image's own noise
@@ -49,7 +44,7 @@ class Records:
       raise IndexError(f"record {index} of a synthetic split of {len(self)}")
     label = int(self.labels[index])
     noise = np.random.default_rng([self.seed, _SPLITS[self.split], index]).standard_normal(
-        SHAPES[self.name], np.float32)
+        specs.SPECS[self.name].image_shape, np.float32)
     image = 128.0 + _SIGNAL * pattern(self.name, label, self.seed) + _NOISE * noise
     return {"image": np.clip(np.rint(image), 0, 255).astype(np.uint8), "label": label}
 
@@ -59,7 +54,7 @@ class Records:
 
 def pattern(name: str, label: int, seed: int = 0) -> np.ndarray:
   """Class `label`'s pattern in [-1, 1], shaped like the dataset's images."""
-  h, w, c = SHAPES[name]
+  h, w, c = specs.SPECS[name].image_shape
   grid = np.random.default_rng([seed, 0xC1A55, label]).uniform(-1, 1, (_GRID, _GRID, c))
   return np.repeat(np.repeat(grid, h // _GRID, axis=0), w // _GRID, axis=1).astype(np.float32)
 
@@ -82,7 +77,7 @@ def classes_used(num_classes: int, num_train: int) -> np.ndarray:
 
 def load(name: str, train_size: int | None = None, seed: int = 0) -> sources.Sources:
   """Synthetic train and test sources of dataset `name`'s shape and classes."""
-  num_classes = sources.NUM_CLASSES[name]
+  num_classes = specs.SPECS[name].num_classes
   num_train, num_test = sizes(train_size)
   used = classes_used(num_classes, num_train)
   sets = {}
@@ -90,7 +85,7 @@ def load(name: str, train_size: int | None = None, seed: int = 0) -> sources.Sou
     draw = np.random.default_rng([seed, 0x1ABE1, _SPLITS[split]]).integers(0, len(used), n)
     sets[split] = Records(name, split, used[draw], seed)
   return sources.Sources(train=sets["train"], test=sets["test"], num_classes=num_classes,
-                         image_shape=SHAPES[name], name=name, synthetic=True)
+                         image_shape=specs.SPECS[name].image_shape, name=name, synthetic=True)
 
 
 def describe(src: sources.Sources) -> str:

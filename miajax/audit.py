@@ -42,6 +42,7 @@ import numpy as np
 from absl import flags
 
 from miajax import cli
+from miajax import tables
 from miajax import workdir as workdir_lib
 from miajax import report as report_lib   # also defines --out, which this command uses
 from miajax import results
@@ -458,10 +459,7 @@ def table(result: Audit) -> str:
     mark = " *" if attack == r["headline_attack"] else ""
     rows.append([attack + mark, f"{r['headline_selection'][attack]:.3f}", f"{auc:.3f}",
                  f"[{bounds[0]:.3f}, {bounds[1]:.3f}]", f"{100 * acc:.2f}"])
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)
-                     for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines = tables.text(rows, left=(0, 3))
   lines.append("* headline: the best split-0 AUC, chosen without the audit split; its audit "
                f"AUC {r['headline_auc']:.3f} [{iv['headline_auc'][0]:.3f}, "
                f"{iv['headline_auc'][1]:.3f}]")

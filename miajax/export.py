@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from miajax import cli
+from miajax import tables
 from miajax import workdir as workdir_lib
 from miajax.data import specs
 from miajax.errors import UserError
@@ -411,12 +412,6 @@ def load(path: str | Path):
 # ---------------------------------------------------------------- text
 
 
-def _rows_text(rows: list[list[str]]) -> list[str]:
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
-
-
 def _norm_text(report: dict[str, Any]) -> str:
   """"norm X", and why where the config asked for another: LeNet-5 and the 4-layer CNN have
   no normalisation layers, so their model.norm is ignored."""
@@ -442,7 +437,7 @@ def format_text(report: dict[str, Any]) -> str:
                    f"{100 * layer['nonzero'] / layer['total']:.2f}%",
                    *(f"{s[e]:,}" for e in ENCODINGS), *(f"{z[e]:,}" for e in ENCODINGS),
                    layer["chosen"].get("stored", "-"), layer["chosen"].get("deflate", "-")])
-    lines += _rows_text(rows) + [""]
+    lines += tables.text(rows, rule=False) + [""]
   rows = [["file", "stored B", "deflated B"]]
   for fmt in ("dense", "sparse"):
     if fmt in report["bytes"]:
@@ -452,7 +447,7 @@ def format_text(report: dict[str, Any]) -> str:
   if "file_ratio" in report:
     r = report["file_ratio"]
     rows.append(["dense / sparse", f"{r['stored']:.2f}x", f"{r['deflate']:.2f}x"])
-  lines += _rows_text(rows)
+  lines += tables.text(rows, rule=False)
   if report["nonzero_ratio"]:
     lines.append(f"weights / nonzero weights (kernels): {report['weights_total']:,} / "
                  f"{report['weights_nonzero']:,} = {report['nonzero_ratio']:.2f}x")

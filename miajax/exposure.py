@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from miajax import results
+from miajax import tables
 
 TOP_FRACTION = 0.01
 FPR = 0.001
@@ -76,10 +77,7 @@ def table(exposure: dict[str, Any]) -> str:
   for g, e in exposure["methods"].items():
     rows.append([g, f"{e['median_score']:.3g}", f"{100 * e['still_called_members']:.0f}%",
                  f"{e['median_score_all_members']:.3g}"])
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-           for r in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines = tables.text(rows)
   lines.append(f"the baseline target's {exposure['top']} most exposed of {exposure['members']} "
                "members (highest online LiRA score), followed into each method's target "
                "(same pool, same half); called: above that target's own 0.1%-FPR threshold")

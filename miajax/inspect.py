@@ -19,6 +19,7 @@ from typing import Any
 from absl import flags
 
 from miajax import cli
+from miajax import tables
 from miajax import workdir as workdir_lib
 from miajax.errors import UserError
 
@@ -95,12 +96,6 @@ def inspect(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- text
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return [indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-          for r in rows]
-
 
 def _steps_text(steps: list[int]) -> str:
   if len(steps) <= 8:
@@ -130,7 +125,7 @@ def format_text(report: dict[str, Any]) -> str:
       continue
     rows = [["layer", "params"]] + [[k, f"{v:,}"] for k, v in t["params"].items()]
     rows.append(["total", f"{t['params_total']:,}"])
-    lines += _table(rows)
+    lines += tables.text(rows, rule=False, indent="  ")
     if t["layer_sparsity"]:
       rows = [["prunable layer", "weights", "nonzero", "kept"]]
       for layer, c in t["layer_sparsity"].items():
@@ -140,7 +135,7 @@ def format_text(report: dict[str, Any]) -> str:
       kept = 100 * t["weights_nonzero"] / t["weights_total"] if t["weights_total"] else 0.0
       rows.append(["total", f"{t['weights_total']:,}", f"{t['weights_nonzero']:,}",
                    f"{kept:.2f}%"])
-      lines += _table(rows)
+      lines += tables.text(rows, rule=False, indent="  ")
       lines.append(f"  compression ratio {ratio:.2f}x" if ratio else
                    "  compression ratio: no nonzero weights")
   return "\n".join(lines).lstrip("\n")

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from miajax import results
+from miajax import tables
 
 REFERENCE = "baseline"
 # (record key shown, header, getter, format): what is compared within each pair.
@@ -153,10 +154,7 @@ def table(comparison: dict[str, dict], reference: str = REFERENCE,
   rows = [header] + [[g, str(c["pairs"]), str(c["splits"])] +
                      [_cell(c[key], kind) for key, _, _, kind in METRICS]
                      for g, c in comparison.items()]
-  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-  lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                     enumerate(zip(row, widths))) for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines = tables.text(rows)
   splits = max(c["splits"] for c in comparison.values())
   lines += [f"Δ: the method's trial minus the {reference} trial of the same seed and "
             "membership split (percentage points for accuracies and TPR); ±: 95% t-interval "

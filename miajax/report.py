@@ -42,6 +42,7 @@ from miajax import exposure
 from miajax import paired
 from miajax import results
 from miajax import selection
+from miajax import tables
 from miajax import workdir as workdir_lib
 from miajax.errors import UserError
 
@@ -151,12 +152,6 @@ def _num(x, spec: str) -> str:
   return format(x, spec)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-  return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
              expo: dict | None = None) -> str:
   lines = [f"# miajax report: {workdir}", "",
@@ -185,7 +180,7 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
     rows = [[name, _num(c["weights_total"], ",d"), _num(c["weights_nonzero"], ",.1f"),
              _num(c["pruned_pct"], ".2f"), _ratio(c["compression_ratio"])]
             for name, c in comp.items()]
-    lines += _md_table(["method", "weights", "nonzero", "pruned %", "reduction"], rows)
+    lines += tables.markdown(["method", "weights", "nonzero", "pruned %", "reduction"], rows)
   # Per layer only where something was pruned: unpruned methods would repeat the same counts.
   for name, c in comp.items():
     if not c["pruned_pct"]:
@@ -196,7 +191,7 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
                  _num(c["pruned_pct"], ".2f")])
     n = len(c["trials"])
     lines += ["", f"### {name}: per layer ({n} trial{'' if n == 1 else 's'})", ""]
-    lines += _md_table(["layer", "weights", "nonzero", "pruned %"], rows)
+    lines += tables.markdown(["layer", "weights", "nonzero", "pruned %"], rows)
     lines += ["", f"Total reduction ratio: {_ratio(c['compression_ratio'])}"]
   lines += ["", "## DP-SGD (Table 2)", ""]
   if not dp:
@@ -205,7 +200,7 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
     rows = [[r["name"], r["method"], str(r["seed"]), _num(r["dp_epsilon"], ".2f"),
              _num(r["dp_delta"], ".0e"), _pct(r["test_accuracy"]), _pct(r["attack_accuracy"])]
             for r in dp]
-    lines += _md_table(["trial", "method", "seed", "epsilon", "delta", "test acc",
+    lines += tables.markdown(["trial", "method", "seed", "epsilon", "delta", "test acc",
                         "attack acc"], rows)
   return "\n".join(lines).rstrip() + "\n"
 

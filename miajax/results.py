@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from miajax import tables
+
 FIELDS = (
     "name", "method", "dataset", "model", "seed", "step", "train_accuracy", "test_accuracy",
     "attack_accuracy", "attack_auc", "attack_tpr_at_fpr", "gain", "threshold_attacks",
@@ -229,11 +231,7 @@ def table(records: Sequence[dict]) -> str:
       row.append(cell if label is None else f"{cell} {label}")
       shown |= {"seeds"} if half is not None else {"bootstrap"} if bounds else set()
     rows.append(row)
-  widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-  lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                     enumerate(zip(row, widths))) for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  lines = synthetic_banner(records) + lines
+  lines = synthetic_banner(records) + tables.text(rows)
   own_splits = len({json.dumps(r.get("split_seed")) for r in records}) > 1
   lines += [SPLITS_CAPTION if own_splits else SEEDS_CAPTION] if "seeds" in shown else []
   lines += [BOOTSTRAP_CAPTION] if "bootstrap" in shown else []

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from miajax import tables
+
 # The gain of an attacker that always answers 0.5: -log 4. The attacker class holds that
 # constant, so the best achievable gain is never below it; a lower cross-validated gain only
 # says how badly the attack overfits.
@@ -120,10 +122,7 @@ def table(selection: dict) -> str:
                    "-" if spread is None else f"[{spread[0]:.2f}, {spread[1]:.2f}]",
                    pct(c.get("selection_accuracy")), pct(c["test_accuracy"]),
                    f"{c['audit_attack_auc']:.3f}", f"{c['weights_nonzero']:.0f}", mark))
-  widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-  lines = ["  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
-                     for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
+  lines = tables.text(rows, left=(0, 1))
   if "gain_floor" not in selection:    # written before the floor and the selection accuracy
     return "\n".join(lines + [f"Algorithm 1: {selection['criterion']}."])
   drop = 100 * selection["max_accuracy_drop"]

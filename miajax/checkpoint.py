@@ -3,6 +3,11 @@
 The run keeps its trials stacked on a leading axis; on disk each trial is its own checkpoint
 (its slice of the state, plus JSON metadata: input position, phase, and what the method adds),
 so one configuration of a sweep can be inspected, restored or audited on its own.
+
+A defence's own state is a NamedTuple (`admm.AdmmState`, `minmax.MinmaxState` around its
+inner defence's). Checkpoints written before that hold it as one flat dict of the same leaves
+(format 1: Min-Max's `attack` beside ADMM's `z`, `u`, `rho`, `mask`); they restore into the
+typed state by field name, so an older workdir resumes where it stopped.
 """
 
 import shutil
@@ -49,8 +54,7 @@ class TrialCheckpoints:
     trials = []
     for name, m in zip(self.names, self.managers):
       try:
-        trials.append(m.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template))).state)
+        trials.append(_restore(m, step, template))
       except Exception as e:  # pylint: disable=broad-except
         raise RuntimeError(f"{name} at step {step}: {_first_line(e)}") from e
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trials)
@@ -117,6 +121,44 @@ class TrialCheckpoints:
   def close(self) -> None:
     for m in self.managers:
       m.close()
+
+
+def _restore(manager, step: int, template: Any) -> Any:
+  restore = lambda like: manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(like))).state
+  try:
+    return restore(template)
+  except ValueError as typed_error:
+    flat = template.replace(extra=_flat(template.extra))
+    if jax.tree.structure(flat) == jax.tree.structure(template):
+      raise
+    try:
+      old = restore(flat)
+    except ValueError:
+      raise typed_error from None
+    return old.replace(extra=_typed(template.extra, old.extra))
+
+
+def _is_state(x) -> bool:
+  return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
+def _flat(extra: Any) -> Any:
+  """A typed defence state as format 1 held it: one dict, a wrapped defence's fields merged."""
+  if not _is_state(extra):
+    return extra
+  flat = {}
+  for field, value in extra._asdict().items():
+    flat |= _flat(value) if field == "inner" else {field: value}
+  return flat
+
+
+def _typed(like: Any, flat: dict) -> Any:
+  """Format 1's flat dict as the typed state `like`."""
+  if not _is_state(like):
+    return {key: flat[key] for key in like}
+  return type(like)(**{field: _typed(value, flat) if field == "inner" else flat[field]
+                       for field, value in like._asdict().items()})
 
 
 def _first_line(e: BaseException) -> str:

@@ -26,7 +26,7 @@ class TrainState:
   batch_stats: Any      # {} for models without BatchNorm
   opt_state: Any
   key: jax.Array        # uint32[2]; split every step
-  extra: Any            # method state (ADMM Z/U and masks, attack model); {} for baseline
+  extra: Any            # the defence's own state (admm.AdmmState, minmax.MinmaxState); {} if none
 
 
 def optimizer(config) -> optax.GradientTransformation:
@@ -90,12 +90,13 @@ def _masked(tree, mask):
 
 
 def train_step(state: TrainState, batch, hp, *, model, tx, loss_fn=classifier_loss,
-               mask_key=None):
-  """Plain supervised step: cross-entropy (plus whatever `loss_fn` adds), one update."""
+               masked: bool = False):
+  """Plain supervised step: cross-entropy (plus whatever `loss_fn` adds), one update; with
+  `masked`, only the weights `state.extra.mask` keeps (ADMM's retraining) move."""
   del hp
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats, model, batch)
-  mask = state.extra[mask_key] if mask_key else None
+  mask = state.extra.mask if masked else None
   state = apply_gradients(state, grads, tx, batch_stats, mask)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   # "loss" is the objective the step minimised (with ADMM's proximal term or Min-Max's

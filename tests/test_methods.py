@@ -70,9 +70,9 @@ def test_admm_update_projects_w_plus_u_exactly_and_accumulates_the_dual():
   step = steps.lift(admm.step, "vmap")
   for i in range(3):
     state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
-  before = jax.tree.map(jnp.copy, state.extra["u"])
+  before = jax.tree.map(jnp.copy, state.extra.u)
   state, residual = steps.lift_update(admm.periodic, "vmap")(state, hp)
-  z, u, w = state.extra["z"], state.extra["u"], state.params
+  z, u, w = state.extra.z, state.extra.u, state.params
   for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"]):
     get = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
     target = get(w) + get(before)
@@ -96,13 +96,13 @@ def test_admm_update_rescales_the_scaled_dual_when_rho_grows():
   step, update = steps.lift(admm.step, "vmap"), steps.lift_update(admm.periodic, "vmap")
   for i in range(2):
     state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
-    rho, u, w = jax.device_get((state.extra["rho"], state.extra["u"], state.params))
+    rho, u, w = jax.device_get((state.extra.rho, state.extra.u, state.params))
     state, _ = update(state, hp)
-    assert float(state.extra["rho"][0]) == pytest.approx(float(rho[0]) * growth)
+    assert float(state.extra.rho[0]) == pytest.approx(float(rho[0]) * growth)
     for path, _ in jax.tree_util.tree_leaves_with_path(hp["counts"]):
       get = lambda tree: functools.reduce(lambda t, k: t[k.key], path, tree)
-      y_before = rho[0] * (get(u) + get(w) - get(state.extra["z"]))
-      np.testing.assert_allclose(state.extra["rho"][0] * get(state.extra["u"]), y_before,
+      y_before = rho[0] * (get(u) + get(w) - get(state.extra.z))
+      np.testing.assert_allclose(state.extra.rho[0] * get(state.extra.u), y_before,
                                  rtol=1e-5, atol=1e-8)
 
 
@@ -160,7 +160,7 @@ def test_masked_retraining_keeps_pruned_weights_and_moments_exactly_zero(optimiz
   step = steps.lift(retrain.step, "vmap")
   for i in range(20):
     state, _ = step(state, _batch(jax.random.PRNGKey(i), 1), hp)
-  mask = state.extra["mask"]
+  mask = state.extra.mask
   moments = _moments(state.opt_state, state.params)
   assert len(moments) == (2 if optimizer == "adam" else 1)
   for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"]):
@@ -255,7 +255,7 @@ def test_admm_w_step_gradient_is_the_task_gradient_plus_rho_times_w_minus_z_plus
   # Z and U as after some updates: any values, not the zeros and projection of `enter`.
   noise = lambda salt: jax.tree.map(
       lambda x: 0.1 * jax.random.normal(jax.random.PRNGKey(salt), x.shape), state.params)
-  state = state.replace(extra=state.extra | {"z": noise(1), "u": noise(2)})
+  state = state.replace(extra=state.extra._replace(z=noise(1), u=noise(2)))
   batch = _batch(jax.random.PRNGKey(3), 1)
   one = lambda tree: jax.tree.map(lambda x: x[0], tree)
   task = jax.grad(lambda p: steps.classifier_loss(p, {}, model, one(batch))[0])(
@@ -263,8 +263,8 @@ def test_admm_w_step_gradient_is_the_task_gradient_plus_rho_times_w_minus_z_plus
   before = jax.device_get(state)
   after, _ = steps.lift(admm.step, "vmap")(state, batch, hp)
   for path, n in jax.tree_util.tree_leaves_with_path(hp["counts"], is_leaf=lambda x: x is None):
-    w, z, u = (_tree_get(before.params, path)[0], _tree_get(before.extra["z"], path)[0],
-               _tree_get(before.extra["u"], path)[0])
+    w, z, u = (_tree_get(before.params, path)[0], _tree_get(before.extra.z, path)[0],
+               _tree_get(before.extra.u, path)[0])
     grad = w - _tree_get(after.params, path)[0]
     want = _tree_get(task, path) + (rho * (w - z + u) if n is not None else 0.0)
     np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
@@ -308,15 +308,15 @@ def test_minmax_classifier_step_lowers_the_inner_attacks_gain_on_its_members():
   batch = _batch(jax.random.PRNGKey(4), 1, side=1)
   attack_model = attack_lib.create("nasr", 10)
   # An attack with a say: the initial N(0, 0.01^2) weights answer 0.5 to everything.
-  att = state.extra["attack"]
+  att = state.extra.attack
   att = att.replace(params=jax.tree.map(lambda x: 20.0 * x, att.params))
-  state = state.replace(extra=state.extra | {"attack": att})
+  state = state.replace(extra=state.extra._replace(attack=att))
   gains = {}
   for gamma in (0.0, 5.0):
     after, _ = step(state, batch, {"gamma": jnp.full((1,), gamma, jnp.float32)})
     one = lambda tree: jax.tree.map(lambda x: x[0], tree)
     logits = model.apply({"params": one(after.params)}, batch["image"][0], train=False)
-    member_logit = attack_model.apply({"params": one(after.extra["attack"].params)},
+    member_logit = attack_model.apply({"params": one(after.extra.attack.params)},
                                       jax.nn.softmax(logits), batch["label"][0])
     gains[gamma] = float(jnp.mean(jax.nn.log_sigmoid(member_logit)))
   assert gains[5.0] < gains[0.0] - 1e-4, gains

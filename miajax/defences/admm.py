@@ -7,6 +7,7 @@ pruned weights stay exactly 0. The keep counts n_i and rho are traced per trial.
 """
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,14 @@ import jax.numpy as jnp
 from miajax import pruning
 from miajax import steps
 from miajax.defences.defence import Defence, Phase, Recipe
+
+
+class AdmmState(NamedTuple):
+  """ADMM's state beside the weights; each a tree like the params (rho a scalar)."""
+  z: Any      # the projection Pi(W + U) onto the keep counts
+  u: Any      # the scaled dual variable
+  rho: Any    # the proximal weight, grown by admm.rho_growth at each update
+  mask: Any   # True where a weight survives the hard prune (all True before it)
 
 SECTIONS = {
     "pruning": {
@@ -56,7 +65,7 @@ def _build(config, phase_steps, model, tx, num_classes, num_members):
                 periodic=functools.partial(_admm_update, growth=config.admm.rho_growth),
                 every=config.admm.update_every),
           Phase("retrain", retrain,
-                functools.partial(steps.train_step, model=model, tx=tx, mask_key="mask"),
+                functools.partial(steps.train_step, model=model, tx=tx, masked=True),
                 enter=functools.partial(_hard_prune, tx=tx)),
       ],
       extra=_pruning_extra, hp=hp)
@@ -71,10 +80,10 @@ DEFENCE = Defence(
     validate=_validate, traced=("counts", "rho"), terms=(("proximal", "admm"),))
 
 
-def _pruning_extra(params):
+def _pruning_extra(params) -> AdmmState:
   zeros = jax.tree.map(jnp.zeros_like, params)
-  return {"z": zeros, "u": zeros, "rho": jnp.zeros((), jnp.float32),
-          "mask": jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), params)}
+  return AdmmState(z=zeros, u=zeros, rho=jnp.zeros((), jnp.float32),
+                   mask=jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), params))
 
 
 def _prunable_map(fn, counts, *trees):
@@ -86,15 +95,15 @@ def _prunable_map(fn, counts, *trees):
 def _admm_enter(state, hp):
   z = pruning.project_tree(state.params, hp["counts"])
   u = jax.tree.map(jnp.zeros_like, state.params)
-  return state.replace(extra=state.extra | {"z": z, "u": u, "rho": hp["rho"]})
+  return state.replace(extra=state.extra._replace(z=z, u=u, rho=hp["rho"]))
 
 
-def _admm_loss(params, batch_stats, model, batch, *, loss_fn, extra, counts):
+def _admm_loss(params, batch_stats, model, batch, *, loss_fn, extra: AdmmState, counts):
   """The W-step objective: loss_fn + sum_i rho/2 ||W_i - Z_i + U_i||^2."""
   loss, aux = loss_fn(params, batch_stats, model, batch)
   penalty = _prunable_map(lambda w, z, u: jnp.sum(jnp.square(w - z + u)), counts, params,
-                          extra["z"], extra["u"])
-  return loss + extra["rho"] / 2 * sum(jax.tree.leaves(penalty)), aux
+                          extra.z, extra.u)
+  return loss + extra.rho / 2 * sum(jax.tree.leaves(penalty)), aux
 
 
 def _admm_step(state, batch, hp, *, model, tx, loss_fn=steps.classifier_loss):
@@ -111,11 +120,11 @@ def _admm_update(state, hp, *, growth):
   unscaled dual Y carries over (Boyd et al. 2011, section 3.4.1); otherwise every earlier
   residual would weigh g^updates too much in the proximal term.
   """
-  z = pruning.project_tree(jax.tree.map(jnp.add, state.params, state.extra["u"]), hp["counts"])
-  u = jax.tree.map(lambda u, w, z: (u + w - z) / growth, state.extra["u"], state.params, z)
+  z = pruning.project_tree(jax.tree.map(jnp.add, state.params, state.extra.u), hp["counts"])
+  u = jax.tree.map(lambda u, w, z: (u + w - z) / growth, state.extra.u, state.params, z)
   residual = _prunable_map(lambda w, z: jnp.sqrt(jnp.sum(jnp.square(w - z))), hp["counts"],
                            state.params, z)
-  extra = state.extra | {"z": z, "u": u, "rho": state.extra["rho"] * growth}
+  extra = state.extra._replace(z=z, u=u, rho=state.extra.rho * growth)
   flat = {"residual/" + "/".join(str(k.key) for k in path): r
           for path, r in jax.tree_util.tree_leaves_with_path(residual)}
   return state.replace(extra=extra), flat
@@ -126,4 +135,4 @@ def _hard_prune(state, hp, *, tx):
   mask = pruning.mask_tree(state.params, hp["counts"])
   params = pruning.apply_mask(state.params, mask)
   return state.replace(params=params, opt_state=tx.init(params),
-                       extra=state.extra | {"mask": mask})
+                       extra=state.extra._replace(mask=mask))

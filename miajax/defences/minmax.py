@@ -9,6 +9,7 @@ per trial.
 
 import dataclasses
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,12 @@ from miajax import attack as attack_lib
 from miajax import steps
 from miajax.defences.defence import Defence, Recipe
 from miajax.errors import finite_positive
+
+
+class MinmaxState(NamedTuple):
+  attack: Any   # the inner attack model's TrainState (attack.init_state)
+  inner: Any    # the wrapped defence's own state ({} for the baseline)
+
 
 SECTIONS = {
     "minmax": {
@@ -48,9 +55,11 @@ def _wrap(inner: Recipe, config, model, num_classes) -> Recipe:
   hp = lambda params: {"gamma": jnp.float32(config.minmax.gamma)}
   return dataclasses.replace(
       inner,
-      phases=[dataclasses.replace(p, step=functools.partial(wrap, inner=p.step))
+      phases=[dataclasses.replace(p, step=functools.partial(wrap, inner=p.step),
+                                  enter=_enter_on_inner(p.enter),
+                                  periodic=_periodic_on_inner(p.periodic))
               for p in inner.phases],
-      extra=lambda params: (inner.extra(params) if inner.extra else {}) | extra(params),
+      extra=lambda params: extra(params, inner=inner.extra(params) if inner.extra else {}),
       hp=lambda params: (inner.hp(params) if inner.hp else {}) | hp(params),
       attack_batches=config.minmax.k)
 
@@ -85,11 +94,39 @@ DEFENCE = Defence(name="minmax", phases=(), wrap=_wrap, sections=SECTIONS,
                   step_cost=_step_cost)
 
 
-def _minmax_extra(params, *, attack_kind, num_classes, lr):
+def _minmax_extra(params, *, inner, attack_kind, num_classes, lr) -> MinmaxState:
   del params
   model = attack_lib.create(attack_kind, num_classes)
   # A fixed key: the attack's init is part of the method, the trial seed drives the rest.
-  return {"attack": attack_lib.init_state(jax.random.PRNGKey(0), model, num_classes, lr)}
+  return MinmaxState(attack_lib.init_state(jax.random.PRNGKey(0), model, num_classes, lr),
+                     inner)
+
+
+def _inner_view(state):
+  """The state as the wrapped defence's functions see it: its own state as `extra`."""
+  return state.replace(extra=state.extra.inner)
+
+
+def _outer_view(inner_state, attack):
+  return inner_state.replace(extra=MinmaxState(attack, inner_state.extra))
+
+
+def _enter_on_inner(enter):
+  """The wrapped defence's phase `enter`, on its own part of the state."""
+  if enter is None:
+    return None
+  return lambda state, hp: _outer_view(enter(_inner_view(state), hp), state.extra.attack)
+
+
+def _periodic_on_inner(periodic):
+  """The wrapped defence's `periodic` update, on its own part of the state."""
+  if periodic is None:
+    return None
+
+  def wrapped(state, hp):
+    inner_state, metrics = periodic(_inner_view(state), hp)
+    return _outer_view(inner_state, state.extra.attack), metrics
+  return wrapped
 
 
 def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx):
@@ -108,7 +145,7 @@ def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx):
     return att.replace(params=optax.apply_updates(att.params, updates), opt_state=opt_state,
                        step=att.step + 1), -loss
 
-  att, gains = jax.lax.scan(attack_update, state.extra["attack"],
+  att, gains = jax.lax.scan(attack_update, state.extra.attack,
                             (batch["mem/image"], batch["mem/label"], batch["ref/image"],
                              batch["ref/label"]))
 
@@ -120,6 +157,5 @@ def _minmax_step(state, batch, hp, *, inner, model, attack_model, attack_tx):
     gain = jnp.mean(jax.nn.log_sigmoid(member_logit))
     return loss + hp["gamma"] * gain, (logits, batch_stats)
 
-  state = state.replace(extra=state.extra | {"attack": att})
-  state, metrics = inner(state, batch, hp, loss_fn=loss_fn)
-  return state, metrics | {"attack_gain": gains[-1]}
+  state, metrics = inner(_inner_view(state), batch, hp, loss_fn=loss_fn)
+  return _outer_view(state, att), metrics | {"attack_gain": gains[-1]}

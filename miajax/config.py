@@ -230,7 +230,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(not c.data.synthetic or c.smoke, "data.synthetic",
        "False outside a :smoke config (synthetic images are for smoke checks only)")
   need(c.model.name in models.NAMES, "model.name", ", ".join(models.NAMES))
-  need(c.model.norm in ("batch", "group", "none"), "model.norm", "batch, group, none")
+  need(c.model.norm in models.NORMS, "model.norm", ", ".join(models.NORMS))
   need(c.data.batch_size > 0, "data.batch_size", "a positive integer")
   need(c.data.eval_batch_size > 0, "data.eval_batch_size", "a positive integer")
   need(c.optimizer.name in OPTIMIZERS, "optimizer.name", ", ".join(OPTIMIZERS))

@@ -12,6 +12,7 @@ dicts with sorted keys (jit outputs, jax.tree.map, optax updates, checkpoint res
 creation order of a fresh `init` and the sorted order after any transform are the same.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -23,28 +24,35 @@ from miajax.models.mobilenet import MobileNetV2
 from miajax.models.resnet import NORMS, ResNet18
 from miajax.models.vgg import VGG16
 
-_BUILDERS: dict[str, Callable[[int, str], nn.Module]] = {
-    # LeNet-5 and the 4-layer CNN have no normalisation to swap.
-    "lenet5": lambda n, norm: LeNet5(num_classes=n),
-    "cnn4": lambda n, norm: CNN4(num_classes=n),
-    "vgg16": lambda n, norm: VGG16(num_classes=n, norm=norm),
-    "mobilenetv2": lambda n, norm: MobileNetV2(num_classes=n, norm=norm),
-    "resnet18": lambda n, norm: ResNet18(num_classes=n, norm=norm),
-    "mobilenetv2_imagenet": lambda n, norm: MobileNetV2(num_classes=n, norm=norm, imagenet=True),
-    "resnet18_imagenet": lambda n, norm: ResNet18(num_classes=n, norm=norm, imagenet=True),
-}
 
-NAMES = tuple(_BUILDERS)
-_UNNORMALISED = ("lenet5", "cnn4")
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  build: Callable[[int, str], nn.Module]   # (num_classes, norm) -> module
+  normalised: bool = True                  # takes model.norm; False: has no normalisation
+
+
+REGISTRY = {
+    # LeNet-5 and the 4-layer CNN have no normalisation to swap.
+    "lenet5": ModelSpec(lambda n, norm: LeNet5(num_classes=n), normalised=False),
+    "cnn4": ModelSpec(lambda n, norm: CNN4(num_classes=n), normalised=False),
+    "vgg16": ModelSpec(lambda n, norm: VGG16(num_classes=n, norm=norm)),
+    "mobilenetv2": ModelSpec(lambda n, norm: MobileNetV2(num_classes=n, norm=norm)),
+    "resnet18": ModelSpec(lambda n, norm: ResNet18(num_classes=n, norm=norm)),
+    "mobilenetv2_imagenet": ModelSpec(
+        lambda n, norm: MobileNetV2(num_classes=n, norm=norm, imagenet=True)),
+    "resnet18_imagenet": ModelSpec(
+        lambda n, norm: ResNet18(num_classes=n, norm=norm, imagenet=True)),
+}
+NAMES = tuple(REGISTRY)
 
 
 def normalisation(name: str, norm: str) -> str:
   """The normalisation model `name` actually has under model.norm=`norm`: "none" for the
   networks that have none whatever the config says."""
-  return "none" if name in _UNNORMALISED else norm
+  return norm if REGISTRY[name].normalised else "none"
 
-__all__ = ["CNN4", "LeNet5", "MobileNetV2", "NAMES", "NORMS", "ResNet18", "VGG16", "create",
-           "normalisation"]
+__all__ = ["CNN4", "LeNet5", "MobileNetV2", "ModelSpec", "NAMES", "NORMS", "REGISTRY",
+           "ResNet18", "VGG16", "create", "normalisation"]
 
 
 def create(name: str, num_classes: int, *, norm: str = "batch") -> nn.Module:
@@ -60,11 +68,11 @@ def create(name: str, num_classes: int, *, norm: str = "batch") -> nn.Module:
   Raises:
     UserError: for an unknown name or norm, or a num_classes that is not an integer >= 2.
   """
-  if not isinstance(name, str) or name not in _BUILDERS:
+  if not isinstance(name, str) or name not in REGISTRY:
     raise UserError(f"model.name={name!r} is not a known model; allowed: {', '.join(NAMES)}")
   if not isinstance(norm, str) or norm not in NORMS:
     raise UserError(
         f"model.norm={norm!r} is not a known normalisation; allowed: {', '.join(NORMS)}")
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
     raise UserError(f"num_classes={num_classes!r} is not a class count; allowed: an integer >= 2")
-  return _BUILDERS[name](num_classes, norm)
+  return REGISTRY[name].build(num_classes, norm)

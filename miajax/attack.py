@@ -37,11 +37,11 @@ import scipy.special
 from miajax import metrics
 from miajax.errors import UserError
 
-KINDS = ('nasr', 'one_layer')
+KINDS = ("nasr", "one_layer")
 # What `train_early_stopped` maximises on its held-out set.
-EARLY_STOPPING = ('gain', 'auc')
+EARLY_STOPPING = ("gain", "auc")
 # What the post-hoc attack sees of a prediction (`features`).
-FEATURES = ('log_losses', 'log_probs', 'probs')
+FEATURES = ("log_losses", "log_probs", "probs")
 # Log features are clipped here: past ~100 nats of margin nothing is left to tell apart, and
 # one extreme logit must not dominate the first layer's pre-activations.
 LOG_FLOOR = -100.0
@@ -60,14 +60,14 @@ class AttackModel(nn.Module):
     onehot = jax.nn.one_hot(labels, self.num_classes, dtype=probs.dtype)
     h = probs
     for i, width in enumerate((1024, 512, 64)):
-      h = nn.relu(_Dense(width, name=f'prediction_{i}')(h))
+      h = nn.relu(_Dense(width, name=f"prediction_{i}")(h))
     g = onehot
     for i, width in enumerate((512, 64)):
-      g = nn.relu(_Dense(width, name=f'label_{i}')(g))
+      g = nn.relu(_Dense(width, name=f"label_{i}")(g))
     z = jnp.concatenate([h, g], axis=-1)
     for i, width in enumerate((256, 64)):
-      z = nn.relu(_Dense(width, name=f'joint_{i}')(z))
-    return _Dense(1, name='output')(z)[..., 0]
+      z = nn.relu(_Dense(width, name=f"joint_{i}")(z))
+    return _Dense(1, name="output")(z)[..., 0]
 
 
 class OneLayerAttack(nn.Module):
@@ -78,21 +78,21 @@ class OneLayerAttack(nn.Module):
   def __call__(self, probs, labels):
     onehot = jax.nn.one_hot(labels, self.num_classes, dtype=probs.dtype)
     x = jnp.concatenate([probs, onehot], axis=-1)
-    return _Dense(1, name='output')(x)[..., 0]
+    return _Dense(1, name="output")(x)[..., 0]
 
 
 def create(kind: str, num_classes: int) -> nn.Module:
   """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes."""
   if kind not in KINDS:
-    raise UserError(f'attack.kind: {kind!r}; expected one of {", ".join(KINDS)}')
+    raise UserError(f'attack.kind: {kind!r}; allowed: one of {", ".join(KINDS)}')
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
       or num_classes < 2:
-    raise UserError(f'num_classes: {num_classes!r}; expected an integer >= 2')
-  cls = AttackModel if kind == 'nasr' else OneLayerAttack
+    raise UserError(f"num_classes: {num_classes!r}; allowed: an integer >= 2")
+  cls = AttackModel if kind == "nasr" else OneLayerAttack
   return cls(num_classes=int(num_classes))
 
 
-def features(logits, representation: str = 'log_losses') -> np.ndarray:
+def features(logits, representation: str = "log_losses") -> np.ndarray:
   """The prediction vector the post-hoc attack sees, (N, C) float32, from logits (N, C).
 
   "probs": softmax probabilities, the paper's (Nasr et al.'s) input. In float32, p_y rounds
@@ -111,12 +111,12 @@ def features(logits, representation: str = 'log_losses') -> np.ndarray:
   Both log features are clipped below at LOG_FLOOR.
   """
   if representation not in FEATURES:
-    raise UserError(f'attack.features: {representation!r}; expected one of '
+    raise UserError(f"attack.features: {representation!r}; allowed: one of "
                     f'{", ".join(FEATURES)}')
   z = np.asarray(logits)
   if z.ndim != 2 or not np.isfinite(z).all():
-    raise UserError(f'logits: shape {z.shape}; expected finite (N, C) logits')
-  if representation == 'probs':
+    raise UserError(f"logits: shape {z.shape}; allowed: finite (N, C) logits")
+  if representation == "probs":
     # As Min-Max training computes them: float32 softmax.
     return np.asarray(jax.nn.softmax(jnp.asarray(z, jnp.float32), axis=-1), np.float32)
   z = z.astype(np.float64)
@@ -126,8 +126,8 @@ def features(logits, representation: str = 'log_losses') -> np.ndarray:
   rest = np.exp(shifted)
   rest[rows, top] = 0.0
   logp = shifted - np.log1p(rest.sum(axis=-1, keepdims=True))
-  if representation == 'log_losses':
-    with np.errstate(divide='ignore'):     # -log p_i == 0: beyond float64, clipped below
+  if representation == "log_losses":
+    with np.errstate(divide="ignore"):     # -log p_i == 0: beyond float64, clipped below
       logp = np.log(-logp)
   return np.maximum(logp, LOG_FLOOR).astype(np.float32)
 
@@ -153,8 +153,8 @@ def gain_loss(attack_params, model, probs_in, labels_in, probs_out, labels_out):
     and in both probability arrays. The attack minimises it; a Min-Max classifier maximises
     it (adds -gamma * gain_loss to its own loss) through the probabilities.
   """
-  logit_in = model.apply({'params': attack_params}, probs_in, labels_in)
-  logit_out = model.apply({'params': attack_params}, probs_out, labels_out)
+  logit_in = model.apply({"params": attack_params}, probs_in, labels_in)
+  logit_out = model.apply({"params": attack_params}, probs_out, labels_out)
   return jnp.mean(jax.nn.softplus(-logit_in)) + jnp.mean(jax.nn.softplus(logit_out))
 
 
@@ -173,7 +173,7 @@ def init_state(key, model, num_classes, learning_rate) -> AttackState:
   """
   probs = jnp.zeros((1, num_classes), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)
-  params = model.init(key, probs, labels)['params']
+  params = model.init(key, probs, labels)["params"]
   return AttackState(params=params, opt_state=optimizer(learning_rate).init(params),
                      step=jnp.zeros((), jnp.int32))
 
@@ -202,15 +202,15 @@ def _attack_step(state, model, tx, batch_in, batch_out):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (AttackState(params=params, opt_state=opt_state, step=state.step + 1),
-          {'loss': loss, 'gain': -loss})
+          {"loss": loss, "gain": -loss})
 
 
 # model and tx are static: a Flax module compares by its fields and `optimizer` is cached,
 # so equal configurations reuse one compiled step.
-attack_step = jax.jit(_attack_step, static_argnames=('model', 'tx'))
+attack_step = jax.jit(_attack_step, static_argnames=("model", "tx"))
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'tx', 'steps', 'batch_size'))
+@functools.partial(jax.jit, static_argnames=("model", "tx", "steps", "batch_size"))
 def _train_epoch(state, key, model, tx, probs_in, labels_in, probs_out, labels_out, *,
                  steps, batch_size):
   """One epoch: fresh shuffles of both sets, `steps` balanced batches under lax.scan.
@@ -239,28 +239,28 @@ def _probs_and_labels(prefix, probs, labels, num_classes):
   """Validates (N, C) probabilities and (N,) labels; returns float32 and int32 arrays."""
   p = np.asarray(probs, dtype=np.float32)
   if p.ndim != 2 or p.shape[1] != num_classes:
-    raise UserError(f'{prefix}probs: shape {p.shape}; expected (N, {num_classes})')
+    raise UserError(f"{prefix}probs: shape {p.shape}; allowed: (N, {num_classes})")
   if not np.isfinite(p).all():
-    raise UserError(f'{prefix}probs: non-finite values; expected finite prediction features')
+    raise UserError(f"{prefix}probs: non-finite values; allowed: finite prediction features")
   y = np.asarray(labels)
   if y.shape != (p.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-    raise UserError(f'{prefix}labels: shape {y.shape}, dtype {y.dtype}; '
-                    f'expected ({p.shape[0]},) integers')
+    raise UserError(f"{prefix}labels: shape {y.shape}, dtype {y.dtype}; "
+                    f"expected ({p.shape[0]},) integers")
   if y.size and (y.min() < 0 or y.max() >= num_classes):
-    raise UserError(f'{prefix}labels: values in [{y.min()}, {y.max()}]; expected classes in '
-                    f'[0, {num_classes - 1}]')
+    raise UserError(f"{prefix}labels: values in [{y.min()}, {y.max()}]; allowed: classes in "
+                    f"[0, {num_classes - 1}]")
   return p, y.astype(np.int32)
 
 
 def _check_hyperparameters(epochs, batch_size, learning_rate):
   if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-    raise UserError(f'attack.epochs: {epochs!r}; expected an integer >= 0')
+    raise UserError(f"attack.epochs: {epochs!r}; allowed: an integer >= 0")
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
       or batch_size < 1:
-    raise UserError(f'attack.batch_size: {batch_size!r}; expected an integer >= 1')
+    raise UserError(f"attack.batch_size: {batch_size!r}; allowed: an integer >= 1")
   if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) \
       or not 0 < learning_rate < math.inf:
-    raise UserError(f'attack.learning_rate: {learning_rate!r}; expected a finite number > 0')
+    raise UserError(f"attack.learning_rate: {learning_rate!r}; allowed: a finite number > 0")
 
 
 def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
@@ -268,13 +268,13 @@ def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs
   """Yields (0, initial params), then (epoch, params) after each of `epochs` epochs."""
   model = create(kind, num_classes)
   _check_hyperparameters(epochs, batch_size, learning_rate)
-  p_in, y_in = _probs_and_labels('member_', member_probs, member_labels, num_classes)
-  p_out, y_out = _probs_and_labels('nonmember_', nonmember_probs, nonmember_labels,
+  p_in, y_in = _probs_and_labels("member_", member_probs, member_labels, num_classes)
+  p_out, y_out = _probs_and_labels("nonmember_", nonmember_probs, nonmember_labels,
                                    num_classes)
   n = min(p_in.shape[0], p_out.shape[0])
   if n == 0:
-    raise UserError(f'member_probs/nonmember_probs: {p_in.shape[0]} and {p_out.shape[0]} '
-                    'examples; expected at least one of each')
+    raise UserError(f"member_probs/nonmember_probs: {p_in.shape[0]} and {p_out.shape[0]} "
+                    "examples; allowed: at least one of each")
   batch = int(min(batch_size, n))
   steps = n // batch
   tx = optimizer(float(learning_rate))
@@ -309,7 +309,7 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
 
 def train_early_stopped(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
                         nonmember_labels, held_probs, held_labels, held_is_member, *, epochs,
-                        batch_size=64, learning_rate=1e-3, patience=None, criterion='gain',
+                        batch_size=64, learning_rate=1e-3, patience=None, criterion="gain",
                         held_scores=False):
   """`train`, keeping the epoch whose attack scores best on a held-out set.
 
@@ -341,19 +341,19 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
     run), and with `held_scores` a fourth element: (epochs run + 1, N held) float64 P(member).
   """
   if criterion not in EARLY_STOPPING:
-    raise UserError(f'criterion: {criterion!r}; expected one of {", ".join(EARLY_STOPPING)}')
-  measure = metrics.empirical_gain if criterion == 'gain' else metrics.roc_auc
+    raise UserError(f'criterion: {criterion!r}; allowed: one of {", ".join(EARLY_STOPPING)}')
+  measure = metrics.empirical_gain if criterion == "gain" else metrics.roc_auc
   model = create(kind, num_classes)
   _check_hyperparameters(epochs, batch_size, learning_rate)
   if patience is not None and (isinstance(patience, bool) or
                                not isinstance(patience, (int, np.integer)) or patience < 1):
-    raise UserError(f'patience: {patience!r}; expected None or an integer >= 1')
-  held_p, held_y = _probs_and_labels('held_', held_probs, held_labels, num_classes)
+    raise UserError(f"patience: {patience!r}; allowed: None or an integer >= 1")
+  held_p, held_y = _probs_and_labels("held_", held_probs, held_labels, num_classes)
   held_m = np.asarray(held_is_member)
   if held_m.shape != held_y.shape or not np.isin(held_m, (0, 1)).all() \
       or held_m.all() or not held_m.any():
-    raise UserError(f'held_is_member: shape {held_m.shape}, {int(held_m.sum())} members; '
-                    f'expected ({held_y.size},) booleans with members and non-members')
+    raise UserError(f"held_is_member: shape {held_m.shape}, {int(held_m.sum())} members; "
+                    f"expected ({held_y.size},) booleans with members and non-members")
   held_m = held_m.astype(bool)
   held = jax.device_put((held_p, held_y))
   best, best_epoch, values, scores = None, 0, [], []
@@ -372,15 +372,15 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
   return best, best_epoch, values
 
 
-@functools.partial(jax.jit, static_argnames=('model',))
+@functools.partial(jax.jit, static_argnames=("model",))
 def _logits(params, model, probs, labels):
-  return model.apply({'params': params}, probs, labels)
+  return model.apply({"params": params}, probs, labels)
 
 
 def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
   """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits)."""
   model = create(kind, num_classes)
-  p, y = _probs_and_labels('', probs, labels, num_classes)
+  p, y = _probs_and_labels("", probs, labels, num_classes)
   logits = np.asarray(_logits(params, model, p, y), dtype=np.float64)
   return scipy.special.expit(logits)
 
@@ -405,16 +405,16 @@ def evaluate(p_member, is_member, threshold=0.5) -> dict:
   """
   if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
       or not math.isfinite(threshold):
-    raise UserError(f'threshold: {threshold!r}; expected a finite number')
+    raise UserError(f"threshold: {threshold!r}; allowed: a finite number")
   p = np.asarray(p_member, dtype=np.float64)
   gain = metrics.empirical_gain(p, is_member)
   tpr, notes = metrics.tpr_report(p, is_member)
   return {
-      'attack_accuracy': metrics.balanced_accuracy(p >= threshold, is_member),
-      'attack_accuracy_at_half': metrics.balanced_accuracy(p >= 0.5, is_member),
-      'attack_auc': metrics.roc_auc(p, is_member),
-      'attack_tpr_at_fpr': tpr,
-      'gain': gain,
-      'js_divergence': metrics.js_from_gain(gain),
-      'notes': [f'attack_tpr_at_fpr: {n}' for n in notes],
+      "attack_accuracy": metrics.balanced_accuracy(p >= threshold, is_member),
+      "attack_accuracy_at_half": metrics.balanced_accuracy(p >= 0.5, is_member),
+      "attack_auc": metrics.roc_auc(p, is_member),
+      "attack_tpr_at_fpr": tpr,
+      "gain": gain,
+      "js_divergence": metrics.js_from_gain(gain),
+      "notes": [f"attack_tpr_at_fpr: {n}" for n in notes],
   }

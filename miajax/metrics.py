@@ -29,28 +29,28 @@ def _vector(name, x, dtype=np.float64):
   """Returns `x` as a 1-D array, or raises UserError naming `name`."""
   a = np.asarray(x)
   if a.ndim != 1:
-    raise UserError(f'{name}: shape {a.shape}; expected a 1-D array (one value per example)')
+    raise UserError(f"{name}: shape {a.shape}; allowed: a 1-D array (one value per example)")
   if dtype is bool:
     if a.dtype != bool and not np.isin(a, (0, 1)).all():
-      raise UserError(f'{name}: values {np.unique(a)[:5]}; expected booleans or 0/1')
+      raise UserError(f"{name}: values {np.unique(a)[:5]}; allowed: booleans or 0/1")
     return a.astype(bool)
   a = a.astype(dtype)
   if not np.isfinite(a).all():
-    raise UserError(f'{name}: {int((~np.isfinite(a)).sum())} non-finite values; '
-                    'expected finite numbers')
+    raise UserError(f"{name}: {int((~np.isfinite(a)).sum())} non-finite values; "
+                    "expected finite numbers")
   return a
 
 
-def _scores_and_members(scores, is_member, *, name='scores', need_both=True):
+def _scores_and_members(scores, is_member, *, name="scores", need_both=True):
   """Validates a (scores, is_member) pair of equal length with both groups present."""
   s = _vector(name, scores)
-  m = _vector('is_member', is_member, bool)
+  m = _vector("is_member", is_member, bool)
   if s.shape != m.shape:
-    raise UserError(f'is_member: length {m.shape[0]}; expected the length of {name}, '
-                    f'{s.shape[0]}')
+    raise UserError(f"is_member: length {m.shape[0]}; allowed: the length of {name}, "
+                    f"{s.shape[0]}")
   if need_both and (m.all() or not m.any()):
-    raise UserError(f'is_member: {int(m.sum())} members of {m.size}; '
-                    'expected at least one member and one non-member')
+    raise UserError(f"is_member: {int(m.sum())} members of {m.size}; "
+                    "expected at least one member and one non-member")
   return s, m
 
 
@@ -61,7 +61,7 @@ def _roc_points(scores, is_member):
   point k >= 1 flags every example with score >= thresholds[k]. Tied scores fall on one
   point, so a tie can never be split (which would overstate TPR at a fixed FPR).
   """
-  order = np.argsort(-scores, kind='stable')
+  order = np.argsort(-scores, kind="stable")
   s = scores[order]
   m = is_member[order]
   # Last index of each run of equal scores in descending order.
@@ -93,7 +93,7 @@ def tpr_at_fpr(scores, is_member, fpr: float) -> float | None:
   No interpolation; ties are never split.
   """
   if not 0.0 < fpr <= 1.0:
-    raise UserError(f'fpr: {fpr!r}; expected a false-positive rate in (0, 1]')
+    raise UserError(f"fpr: {fpr!r}; allowed: a false-positive rate in (0, 1]")
   s, m = _scores_and_members(scores, is_member)
   if (~m).sum() < min_nonmembers(fpr):
     return None
@@ -125,19 +125,19 @@ def min_nonmembers(fpr: float) -> int:
 def tpr_report(scores, is_member, fprs=(0.001, 0.01)) -> tuple[dict, list[str]]:
   """{str(fpr): TPR or None} for results.json, and one note per None saying why."""
   values, notes = {}, []
-  nonmembers = int((~_vector('is_member', is_member, bool)).sum())
+  nonmembers = int((~_vector("is_member", is_member, bool)).sum())
   for f in fprs:
     values[str(f)] = tpr_at_fpr(scores, is_member, f)
     if values[str(f)] is None:
-      notes.append(f'TPR at FPR {f}: null, {nonmembers} non-members were scored; an FPR '
-                   f'below {f} needs at least {min_nonmembers(f)}')
+      notes.append(f"TPR at FPR {f}: null, {nonmembers} non-members were scored; an FPR "
+                   f"below {f} needs at least {min_nonmembers(f)}")
   return values, notes
 
 
 def balanced_accuracy(pred_member, is_member) -> float:
   """Mean of the true-positive rate (members) and the true-negative rate (non-members)."""
-  p = _vector('pred_member', pred_member, bool)
-  _, m = _scores_and_members(p, is_member, name='pred_member')
+  p = _vector("pred_member", pred_member, bool)
+  _, m = _scores_and_members(p, is_member, name="pred_member")
   return float(0.5 * (p[m].mean() + (~p[~m]).mean()))
 
 
@@ -148,10 +148,10 @@ def empirical_gain(p_member, is_member) -> float:
   perfect, certain attacker and -log 4 for one that always answers 0.5. Each group is
   averaged on its own, so the value does not depend on the member/non-member ratio.
   """
-  p, m = _scores_and_members(p_member, is_member, name='p_member')
+  p, m = _scores_and_members(p_member, is_member, name="p_member")
   if ((p < 0) | (p > 1)).any():
-    raise UserError(f'p_member: values in [{p.min()}, {p.max()}]; expected probabilities '
-                    'in [0, 1]')
+    raise UserError(f"p_member: values in [{p.min()}, {p.max()}]; allowed: probabilities "
+                    "in [0, 1]")
   p = np.clip(p, EPS, 1.0 - EPS)
   return float(np.log(p[m]).mean() + np.log1p(-p[~m]).mean())
 
@@ -171,17 +171,17 @@ def _logits_and_labels(logits, labels):
   """Validates (N, C) logits and (N,) integer labels in [0, C); returns float64 and int."""
   z = np.asarray(logits, dtype=np.float64)
   if z.ndim != 2 or z.shape[1] < 2:
-    raise UserError(f'logits: shape {z.shape}; expected (N, C) with C >= 2 classes')
+    raise UserError(f"logits: shape {z.shape}; allowed: (N, C) with C >= 2 classes")
   if not np.isfinite(z).all():
-    raise UserError(f'logits: {int((~np.isfinite(z)).sum())} non-finite values; '
-                    'expected finite numbers')
+    raise UserError(f"logits: {int((~np.isfinite(z)).sum())} non-finite values; "
+                    "expected finite numbers")
   y = np.asarray(labels)
   if y.shape != z.shape[:1] or not np.issubdtype(y.dtype, np.integer):
-    raise UserError(f'labels: shape {y.shape}, dtype {y.dtype}; expected ({z.shape[0]},) '
-                    'integers')
+    raise UserError(f"labels: shape {y.shape}, dtype {y.dtype}; allowed: ({z.shape[0]},) "
+                    "integers")
   if y.size and (y.min() < 0 or y.max() >= z.shape[1]):
-    raise UserError(f'labels: values in [{y.min()}, {y.max()}]; expected classes in '
-                    f'[0, {z.shape[1] - 1}]')
+    raise UserError(f"labels: values in [{y.min()}, {y.max()}]; allowed: classes in "
+                    f"[0, {z.shape[1] - 1}]")
   return z, y.astype(np.int64)
 
 
@@ -295,13 +295,13 @@ def threshold_attack(train_scores, train_is_member, audit_scores, audit_is_membe
     {"accuracy": balanced accuracy on the audit set, "auc": ROC AUC of the audit scores,
      "threshold": the fitted threshold}, all floats.
   """
-  s, m = _scores_and_members(train_scores, train_is_member, name='train_scores')
+  s, m = _scores_and_members(train_scores, train_is_member, name="train_scores")
   threshold = fit_threshold(s, m)
-  a, am = _scores_and_members(audit_scores, audit_is_member, name='audit_scores')
+  a, am = _scores_and_members(audit_scores, audit_is_member, name="audit_scores")
   return {
-      'accuracy': balanced_accuracy(a >= threshold, am),
-      'auc': roc_auc(a, am),
-      'threshold': threshold,
+      "accuracy": balanced_accuracy(a >= threshold, am),
+      "auc": roc_auc(a, am),
+      "threshold": threshold,
   }
 
 
@@ -320,9 +320,9 @@ def class_thresholds(scores, is_member, labels, num_classes) -> tuple[np.ndarray
   """
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
       or num_classes < 1:
-    raise UserError(f'num_classes: {num_classes!r}; expected a positive integer')
+    raise UserError(f"num_classes: {num_classes!r}; allowed: a positive integer")
   s, m = _scores_and_members(scores, is_member)
-  y = _labels('labels', labels, s.size, num_classes)
+  y = _labels("labels", labels, s.size, num_classes)
   members = np.bincount(y[m], minlength=num_classes)
   nonmembers = np.bincount(y[~m], minlength=num_classes)
   fallback = (members == 0) | (nonmembers == 0)
@@ -346,13 +346,13 @@ def class_threshold_attack(train_scores, train_is_member, train_labels, audit_sc
   """
   thresholds, fallback = class_thresholds(train_scores, train_is_member, train_labels,
                                           num_classes)
-  a, am = _scores_and_members(audit_scores, audit_is_member, name='audit_scores')
-  shifted = a - thresholds[_labels('audit_labels', audit_labels, a.size, num_classes)]
+  a, am = _scores_and_members(audit_scores, audit_is_member, name="audit_scores")
+  shifted = a - thresholds[_labels("audit_labels", audit_labels, a.size, num_classes)]
   return {
-      'accuracy': balanced_accuracy(shifted >= 0, am),
-      'auc': roc_auc(shifted, am),
-      'thresholds': thresholds,
-      'fallback': fallback,
+      "accuracy": balanced_accuracy(shifted >= 0, am),
+      "auc": roc_auc(shifted, am),
+      "thresholds": thresholds,
+      "fallback": fallback,
   }
 
 
@@ -421,16 +421,16 @@ def bootstrap_intervals(scores, is_member, predicted=None, *, replicates=1000, s
   s, m = _scores_and_members(scores, is_member)
   if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) \
       or replicates < 2:
-    raise UserError(f'replicates: {replicates!r}; expected an integer >= 2')
+    raise UserError(f"replicates: {replicates!r}; allowed: an integer >= 2")
   if not 0.0 < level < 1.0:
-    raise UserError(f'level: {level!r}; expected a coverage in (0, 1)')
+    raise UserError(f"level: {level!r}; allowed: a coverage in (0, 1)")
   pred = None
   if predicted is not None:
-    pred = _vector('predicted', predicted, bool)
+    pred = _vector("predicted", predicted, bool)
     if pred.shape != s.shape:
-      raise UserError(f'predicted: length {pred.size}; expected the length of scores, '
-                      f'{s.size}')
-  order = np.argsort(-s, kind='stable')
+      raise UserError(f"predicted: length {pred.size}; allowed: the length of scores, "
+                      f"{s.size}")
+  order = np.argsort(-s, kind="stable")
   s_sorted, m_sorted = s[order], m[order]
   order_levels = np.concatenate([[0], np.cumsum(np.diff(s_sorted) != 0)])
   members, nonmembers = np.flatnonzero(m_sorted), np.flatnonzero(~m_sorted)
@@ -458,9 +458,9 @@ def bootstrap_intervals(scores, is_member, predicted=None, *, replicates=1000, s
     return [float(lo), float(hi)]
 
   return {
-      'auc': interval(aucs),
-      'accuracy': None if pred is None else interval(accs),
-      'tpr_at_fpr': {str(f): interval(tprs[f]) if f in tprs else None for f in fprs},
+      "auc": interval(aucs),
+      "accuracy": None if pred is None else interval(accs),
+      "tpr_at_fpr": {str(f): interval(tprs[f]) if f in tprs else None for f in fprs},
   }
 
 
@@ -468,17 +468,17 @@ def _class_means(values, labels, num_classes):
   """Per-class mean of `values` and per-class counts, by bincount (no per-example loop)."""
   counts = np.bincount(labels, minlength=num_classes)
   sums = np.bincount(labels, weights=values.astype(np.float64), minlength=num_classes)
-  with np.errstate(invalid='ignore', divide='ignore'):
+  with np.errstate(invalid="ignore", divide="ignore"):
     return sums / counts, counts
 
 
 def _labels(name, labels, n, num_classes):
   y = np.asarray(labels)
   if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-    raise UserError(f'{name}: shape {y.shape}, dtype {y.dtype}; expected ({n},) integers')
+    raise UserError(f"{name}: shape {y.shape}, dtype {y.dtype}; allowed: ({n},) integers")
   if y.size and (y.min() < 0 or y.max() >= num_classes):
-    raise UserError(f'{name}: values in [{y.min()}, {y.max()}]; expected classes in '
-                    f'[0, {num_classes - 1}]')
+    raise UserError(f"{name}: values in [{y.min()}, {y.max()}]; allowed: classes in "
+                    f"[0, {num_classes - 1}]")
   return y.astype(np.int64)
 
 
@@ -500,17 +500,17 @@ def per_class(train_correct, train_labels, test_correct, test_labels, attack_pre
     accuracy: a class without members or without non-members).
   """
   if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-    raise UserError(f'num_classes: {num_classes!r}; expected a positive integer')
-  tc = _vector('train_correct', train_correct, bool)
-  sc = _vector('test_correct', test_correct, bool)
-  ap = _vector('attack_pred', attack_pred, bool)
-  am = _vector('attack_is_member', attack_is_member, bool)
+    raise UserError(f"num_classes: {num_classes!r}; allowed: a positive integer")
+  tc = _vector("train_correct", train_correct, bool)
+  sc = _vector("test_correct", test_correct, bool)
+  ap = _vector("attack_pred", attack_pred, bool)
+  am = _vector("attack_is_member", attack_is_member, bool)
   if am.shape != ap.shape:
-    raise UserError(f'attack_is_member: length {am.size}; expected the length of '
-                    f'attack_pred, {ap.size}')
-  tl = _labels('train_labels', train_labels, tc.size, num_classes)
-  sl = _labels('test_labels', test_labels, sc.size, num_classes)
-  al = _labels('attack_labels', attack_labels, ap.size, num_classes)
+    raise UserError(f"attack_is_member: length {am.size}; allowed: the length of "
+                    f"attack_pred, {ap.size}")
+  tl = _labels("train_labels", train_labels, tc.size, num_classes)
+  sl = _labels("test_labels", test_labels, sc.size, num_classes)
+  al = _labels("attack_labels", attack_labels, ap.size, num_classes)
   train_acc, _ = _class_means(tc, tl, num_classes)
   test_acc, _ = _class_means(sc, sl, num_classes)
   tpr, n_in = _class_means(ap[am], al[am], num_classes)
@@ -524,9 +524,9 @@ def per_class(train_correct, train_labels, test_correct, test_labels, attack_pre
     gap = train_acc[c] - test_acc[c]
     attack = 0.5 * (tpr[c] + tnr[c]) if n_in[c] and n_out[c] else np.nan
     out[str(c)] = {
-        'train_accuracy': value(train_acc[c]),
-        'test_accuracy': value(test_acc[c]),
-        'gap': value(gap),
-        'attack_accuracy': value(attack),
+        "train_accuracy": value(train_acc[c]),
+        "test_accuracy": value(test_acc[c]),
+        "gap": value(gap),
+        "attack_accuracy": value(attack),
     }
   return out

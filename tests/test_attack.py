@@ -44,7 +44,7 @@ def _halves(member_logits, member_labels, nonmember_logits, nonmember_labels):
               train_is_member=train_is_member)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def memorised():
   """An MLP trained to 100% on 256 random points with random labels; 256 fresh non-members."""
   n, d = 256, 20
@@ -73,22 +73,22 @@ def memorised():
   return _halves(logits_in, np.asarray(y), logits_out, np.asarray(y_out))
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def memorised_attack(memorised):
-  return attack.train(jax.random.PRNGKey(1), 'nasr', C, *memorised['train'], epochs=100)
+  return attack.train(jax.random.PRNGKey(1), "nasr", C, *memorised["train"], epochs=100)
 
 
 def test_memorising_classifier_is_attackable(memorised, memorised_attack):
   m = memorised
-  p = attack.predict(memorised_attack, 'nasr', C, m['audit_probs'], m['audit_labels'])
-  out = attack.evaluate(p, m['audit_is_member'])
-  assert out['attack_accuracy'] > 0.8
-  assert out['attack_auc'] > 0.8
-  assert out['gain'] > -math.log(4.0)
+  p = attack.predict(memorised_attack, "nasr", C, m["audit_probs"], m["audit_labels"])
+  out = attack.evaluate(p, m["audit_is_member"])
+  assert out["attack_accuracy"] > 0.8
+  assert out["attack_auc"] > 0.8
+  assert out["gain"] > -math.log(4.0)
   loss = metrics.threshold_attack(
-      metrics.loss_score(m['train_logits'], m['train_labels']), m['train_is_member'],
-      metrics.loss_score(m['audit_logits'], m['audit_labels']), m['audit_is_member'])
-  assert loss['accuracy'] > 0.8
+      metrics.loss_score(m["train_logits"], m["train_labels"]), m["train_is_member"],
+      metrics.loss_score(m["audit_logits"], m["audit_labels"]), m["audit_is_member"])
+  assert loss["accuracy"] > 0.8
 
 
 def test_same_distribution_is_not_attackable():
@@ -109,18 +109,18 @@ def test_same_distribution_is_not_attackable():
   labels = np.asarray(jax.random.randint(ky, (4 * n,), 0, C))
   # Order: attack members, audit members, attack non-members, audit non-members.
   m = _halves(logits[:2 * n], labels[:2 * n], logits[2 * n:], labels[2 * n:])
-  params = attack.train(jax.random.PRNGKey(3), 'nasr', C, *m['train'], epochs=10)
-  p = attack.predict(params, 'nasr', C, m['audit_probs'], m['audit_labels'])
-  out = attack.evaluate(p, m['audit_is_member'])
+  params = attack.train(jax.random.PRNGKey(3), "nasr", C, *m["train"], epochs=10)
+  p = attack.predict(params, "nasr", C, m["audit_probs"], m["audit_labels"])
+  out = attack.evaluate(p, m["audit_is_member"])
   acc_tol = 3 * math.sqrt(1 / (8 * n))
   auc_tol = 3 * math.sqrt((2 * n + 1) / (12 * n * n))
-  assert abs(out['attack_accuracy'] - 0.5) < acc_tol
-  assert abs(out['attack_auc'] - 0.5) < auc_tol
+  assert abs(out["attack_accuracy"] - 0.5) < acc_tol
+  assert abs(out["attack_auc"] - 0.5) < auc_tol
   loss = metrics.threshold_attack(
-      metrics.loss_score(m['train_logits'], m['train_labels']), m['train_is_member'],
-      metrics.loss_score(m['audit_logits'], m['audit_labels']), m['audit_is_member'])
-  assert abs(loss['accuracy'] - 0.5) < acc_tol
-  assert abs(loss['auc'] - 0.5) < auc_tol
+      metrics.loss_score(m["train_logits"], m["train_labels"]), m["train_is_member"],
+      metrics.loss_score(m["audit_logits"], m["audit_labels"]), m["audit_is_member"])
+  assert abs(loss["accuracy"] - 0.5) < acc_tol
+  assert abs(loss["auc"] - 0.5) < auc_tol
 
 
 def test_kernel_init_std():
@@ -134,8 +134,8 @@ def test_kernel_init_std():
     model = attack.create(kind, classes)
     params = attack.init_state(jax.random.PRNGKey(0), model, classes, 1e-3).params
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    kernels = [np.asarray(v) for p, v in leaves if 'kernel' in jax.tree_util.keystr(p)]
-    biases = [np.asarray(v) for p, v in leaves if 'bias' in jax.tree_util.keystr(p)]
+    kernels = [np.asarray(v) for p, v in leaves if "kernel" in jax.tree_util.keystr(p)]
+    biases = [np.asarray(v) for p, v in leaves if "bias" in jax.tree_util.keystr(p)]
     assert kernels and len(kernels) == len(biases)
     for b in biases:
       assert not b.any()
@@ -148,29 +148,29 @@ def test_kernel_init_std():
 
 
 def test_nasr_architecture():
-  model = attack.create('nasr', C)
+  model = attack.create("nasr", C)
   params = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-3).params
-  shapes = {k: v['kernel'].shape for k, v in params.items()}
+  shapes = {k: v["kernel"].shape for k, v in params.items()}
   assert shapes == {
-      'prediction_0': (C, 1024), 'prediction_1': (1024, 512), 'prediction_2': (512, 64),
-      'label_0': (C, 512), 'label_1': (512, 64),
-      'joint_0': (128, 256), 'joint_1': (256, 64), 'output': (64, 1)}
-  one = attack.init_state(jax.random.PRNGKey(0), attack.create('one_layer', C), C, 1e-3)
-  assert one.params['output']['kernel'].shape == (2 * C, 1)
+      "prediction_0": (C, 1024), "prediction_1": (1024, 512), "prediction_2": (512, 64),
+      "label_0": (C, 512), "label_1": (512, 64),
+      "joint_0": (128, 256), "joint_1": (256, 64), "output": (64, 1)}
+  one = attack.init_state(jax.random.PRNGKey(0), attack.create("one_layer", C), C, 1e-3)
+  assert one.params["output"]["kernel"].shape == (2 * C, 1)
   probs = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(1), (5, C)))
-  assert model.apply({'params': params}, probs, jnp.arange(5)).shape == (5,)
+  assert model.apply({"params": params}, probs, jnp.arange(5)).shape == (5,)
 
 
 def test_create_rejects_unknown_kind():
-  with pytest.raises(UserError, match='attack.kind'):
-    attack.create('shadow', C)
-  with pytest.raises(UserError, match='num_classes'):
-    attack.create('nasr', 1)
+  with pytest.raises(UserError, match="attack.kind"):
+    attack.create("shadow", C)
+  with pytest.raises(UserError, match="num_classes"):
+    attack.create("nasr", 1)
 
 
 def test_gain_is_differentiable_in_probs(memorised, memorised_attack):
-  probs_in, y_in, probs_out, y_out = memorised['train']
-  model = attack.create('nasr', C)
+  probs_in, y_in, probs_out, y_out = memorised["train"]
+  model = attack.create("nasr", C)
   grad = jax.jit(jax.grad(attack.gain_loss, argnums=(2, 4)), static_argnums=1)
   init = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-3).params
   for params in (init, memorised_attack):
@@ -182,10 +182,10 @@ def test_gain_is_differentiable_in_probs(memorised, memorised_attack):
 
 
 def test_gain_loss_is_minus_empirical_gain(memorised, memorised_attack):
-  probs_in, y_in, probs_out, y_out = memorised['train']
-  model = attack.create('nasr', C)
+  probs_in, y_in, probs_out, y_out = memorised["train"]
+  model = attack.create("nasr", C)
   loss = attack.gain_loss(memorised_attack, model, probs_in, y_in, probs_out, y_out)
-  p = attack.predict(memorised_attack, 'nasr', C, np.concatenate([probs_in, probs_out]),
+  p = attack.predict(memorised_attack, "nasr", C, np.concatenate([probs_in, probs_out]),
                      np.concatenate([y_in, y_out]))
   is_member = np.r_[np.ones(len(y_in), bool), np.zeros(len(y_out), bool)]
   # The empirical gain clips at 1e-7; the loss does not. They agree unless p saturates.
@@ -196,48 +196,48 @@ def test_gain_loss_is_minus_empirical_gain(memorised, memorised_attack):
 
 
 def test_attack_step_improves_gain_and_does_not_recompile(memorised):
-  probs_in, y_in, probs_out, y_out = memorised['train']
+  probs_in, y_in, probs_out, y_out = memorised["train"]
   batch_in = (probs_in[:64], y_in[:64])
   batch_out = (probs_out[:64], y_out[:64])
-  model = attack.create('one_layer', C)
+  model = attack.create("one_layer", C)
   tx = attack.optimizer(1e-2)
   state = attack.init_state(jax.random.PRNGKey(0), model, C, 1e-2)
   state, first = attack.attack_step(state, model, tx, batch_in, batch_out)
   size = attack.attack_step._cache_size()
   for _ in range(50):
     # Equal but distinct model and optimizer objects must hit the same compiled step.
-    state, last = attack.attack_step(state, attack.create('one_layer', C),
+    state, last = attack.attack_step(state, attack.create("one_layer", C),
                                      attack.optimizer(1e-2), batch_in, batch_out)
   assert attack.attack_step._cache_size() == size
   assert int(state.step) == 51
-  assert set(first) == {'loss', 'gain'}
-  assert float(last['gain']) > float(first['gain'])
+  assert set(first) == {"loss", "gain"}
+  assert float(last["gain"]) > float(first["gain"])
 
 
 def test_train_is_seeded_and_compiles_one_epoch(memorised):
-  probs_in, y_in, probs_out, y_out = memorised['train']
+  probs_in, y_in, probs_out, y_out = memorised["train"]
   size = attack._train_epoch._cache_size()
-  a = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+  a = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
                    y_out[:100], epochs=3, batch_size=32)
   assert attack._train_epoch._cache_size() == size + 1
-  b = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+  b = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
                    y_out[:100], epochs=4, batch_size=32)
-  c = attack.train(jax.random.PRNGKey(5), 'one_layer', C, probs_in, y_in, probs_out[:100],
+  c = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
                    y_out[:100], epochs=3, batch_size=32)
   assert attack._train_epoch._cache_size() == size + 1
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, c)
-  assert not np.array_equal(a['output']['kernel'], b['output']['kernel'])
+  assert not np.array_equal(a["output"]["kernel"], b["output"]["kernel"])
 
 
 def test_train_rejects_bad_input(memorised):
-  probs_in, y_in, probs_out, y_out = memorised['train']
-  with pytest.raises(UserError, match='attack.kind'):
-    attack.train(jax.random.PRNGKey(0), 'x', C, probs_in, y_in, probs_out, y_out, epochs=1)
-  with pytest.raises(UserError, match='attack.epochs'):
-    attack.train(jax.random.PRNGKey(0), 'nasr', C, probs_in, y_in, probs_out, y_out,
+  probs_in, y_in, probs_out, y_out = memorised["train"]
+  with pytest.raises(UserError, match="attack.kind"):
+    attack.train(jax.random.PRNGKey(0), "x", C, probs_in, y_in, probs_out, y_out, epochs=1)
+  with pytest.raises(UserError, match="attack.epochs"):
+    attack.train(jax.random.PRNGKey(0), "nasr", C, probs_in, y_in, probs_out, y_out,
                  epochs=-1)
-  with pytest.raises(UserError, match='member_probs'):
-    attack.train(jax.random.PRNGKey(0), 'nasr', C, probs_in[:, :3], y_in, probs_out, y_out,
+  with pytest.raises(UserError, match="member_probs"):
+    attack.train(jax.random.PRNGKey(0), "nasr", C, probs_in[:, :3], y_in, probs_out, y_out,
                  epochs=1)
 
 
@@ -245,21 +245,21 @@ def test_evaluate_keys_and_values():
   is_member = np.r_[np.ones(500, bool), np.zeros(500, bool)]
   p = np.where(is_member, 0.9, 0.1)
   out = attack.evaluate(p, is_member)
-  assert set(out) == {'attack_accuracy', 'attack_accuracy_at_half', 'attack_auc',
-                      'attack_tpr_at_fpr', 'gain', 'js_divergence', 'notes'}
-  assert out['attack_accuracy'] == 1.0 and out['attack_auc'] == 1.0
+  assert set(out) == {"attack_accuracy", "attack_accuracy_at_half", "attack_auc",
+                      "attack_tpr_at_fpr", "gain", "js_divergence", "notes"}
+  assert out["attack_accuracy"] == 1.0 and out["attack_auc"] == 1.0
   # 500 non-members measure FPR 1% but not 0.1%: that one is null, with its reason.
-  assert out['attack_tpr_at_fpr'] == {'0.001': None, '0.01': 1.0}
-  assert out['notes'] == ['attack_tpr_at_fpr: TPR at FPR 0.001: null, 500 non-members were '
-                          'scored; an FPR below 0.001 needs at least '
-                          f'{metrics.min_nonmembers(0.001)}']
-  assert out['gain'] == pytest.approx(2 * math.log(0.9))
-  assert out['js_divergence'] == pytest.approx(math.log(0.9) + math.log(2.0))
-  for v in (out['attack_accuracy'], out['attack_auc'], out['gain'], out['js_divergence']):
+  assert out["attack_tpr_at_fpr"] == {"0.001": None, "0.01": 1.0}
+  assert out["notes"] == ["attack_tpr_at_fpr: TPR at FPR 0.001: null, 500 non-members were "
+                          "scored; an FPR below 0.001 needs at least "
+                          f"{metrics.min_nonmembers(0.001)}"]
+  assert out["gain"] == pytest.approx(2 * math.log(0.9))
+  assert out["js_divergence"] == pytest.approx(math.log(0.9) + math.log(2.0))
+  for v in (out["attack_accuracy"], out["attack_auc"], out["gain"], out["js_divergence"]):
     assert type(v) is float
   coin = attack.evaluate(np.full(1000, 0.5), is_member)
-  assert coin['attack_accuracy'] == 0.5 and coin['attack_auc'] == 0.5
-  assert coin['js_divergence'] == pytest.approx(0.0, abs=1e-12)
+  assert coin["attack_accuracy"] == 0.5 and coin["attack_auc"] == 0.5
+  assert coin["js_divergence"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_evaluate_reports_accuracy_at_the_given_threshold_and_at_one_half():
@@ -268,11 +268,11 @@ def test_evaluate_reports_accuracy_at_the_given_threshold_and_at_one_half():
   is_member = np.r_[np.ones(100, bool), np.zeros(100, bool)]
   p = np.where(is_member, 0.4, 0.2)
   out = attack.evaluate(p, is_member, threshold=0.3)
-  assert out['attack_accuracy'] == 1.0
-  assert out['attack_accuracy_at_half'] == 0.5
-  assert attack.evaluate(p, is_member)['attack_accuracy'] == 0.5
-  with pytest.raises(UserError, match='threshold'):
-    attack.evaluate(p, is_member, threshold=float('nan'))
+  assert out["attack_accuracy"] == 1.0
+  assert out["attack_accuracy_at_half"] == 0.5
+  assert attack.evaluate(p, is_member)["attack_accuracy"] == 0.5
+  with pytest.raises(UserError, match="threshold"):
+    attack.evaluate(p, is_member, threshold=float("nan"))
 
 
 def _no_signal(seed, n):
@@ -290,7 +290,7 @@ def test_early_stopping_stops_early_when_more_epochs_only_overfit():
   p_held, y_held = _no_signal(2, 400)
   held_is_member = np.arange(400) < 200
   _, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(0), 'nasr', C, p_in, y_in, p_out, y_out, p_held, y_held,
+      jax.random.PRNGKey(0), "nasr", C, p_in, y_in, p_out, y_out, p_held, y_held,
       held_is_member, epochs=30, learning_rate=3e-3)
   assert len(gains) == 31 and epoch == int(np.argmax(gains))
   assert epoch <= 5
@@ -298,16 +298,16 @@ def test_early_stopping_stops_early_when_more_epochs_only_overfit():
 
 
 def test_early_stopping_keeps_training_while_the_held_out_gain_improves(memorised):
-  probs_in, y_in, probs_out, y_out = memorised['train']
+  probs_in, y_in, probs_out, y_out = memorised["train"]
   h = 32
   fit = (probs_in[h:], y_in[h:], probs_out[h:], y_out[h:])
   params, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(1), 'nasr', C, *fit,
+      jax.random.PRNGKey(1), "nasr", C, *fit,
       np.concatenate([probs_in[:h], probs_out[:h]]), np.concatenate([y_in[:h], y_out[:h]]),
       np.arange(2 * h) < h, epochs=30)
   assert epoch >= 20 and gains[epoch] > gains[0] + 0.03
   # The kept parameters are exactly `train`'s after that many epochs.
-  again = attack.train(jax.random.PRNGKey(1), 'nasr', C, *fit, epochs=epoch)
+  again = attack.train(jax.random.PRNGKey(1), "nasr", C, *fit, epochs=epoch)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)
 
 
@@ -316,15 +316,15 @@ def test_early_stopping_with_patience_stops_the_run():
   p_out, y_out = _no_signal(1, 128)
   p_held, y_held = _no_signal(2, 200)
   _, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out, y_out, p_held, y_held,
+      jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out, y_out, p_held, y_held,
       np.arange(200) < 100, epochs=50, batch_size=32, patience=3)
   assert len(gains) == epoch + 4
-  with pytest.raises(UserError, match='patience'):
-    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
+  with pytest.raises(UserError, match="patience"):
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
                                y_out, p_held, y_held, np.arange(200) < 100, epochs=5,
                                patience=0)
-  with pytest.raises(UserError, match='held_is_member'):
-    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
+  with pytest.raises(UserError, match="held_is_member"):
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
                                y_out, p_held, y_held, np.ones(200, bool), epochs=5)
 
 
@@ -335,16 +335,16 @@ def test_log_features_tell_apart_margins_where_float32_softmax_saturates():
   and distinct in the label's; their log-losses are 20 apart in the label's."""
   logits = np.zeros((2, C), np.float32)
   logits[:, 3] = [20.0, 40.0]
-  probs = attack.features(logits, 'probs')
+  probs = attack.features(logits, "probs")
   assert probs.dtype == np.float32 and probs[0, 3] == probs[1, 3] == 1.0
   assert np.abs(probs[0] - probs[1]).max() < 1e-8
-  logp = attack.features(logits, 'log_probs')
+  logp = attack.features(logits, "log_probs")
   assert logp.dtype == np.float32
   others = np.arange(C) != 3
   np.testing.assert_allclose(logp[1, others] - logp[0, others], -20.0, rtol=1e-6)
   assert logp[0, 3] < logp[1, 3] < 0.0        # -9 e^-20 and -9 e^-40, both representable
   np.testing.assert_allclose(logp[0, 3], -9 * math.exp(-20), rtol=1e-5)
-  loglosses = attack.features(logits, 'log_losses')
+  loglosses = attack.features(logits, "log_losses")
   assert loglosses.dtype == np.float32
   np.testing.assert_allclose(loglosses[:, 3], [math.log(9) - 20, math.log(9) - 40], rtol=1e-6)
   np.testing.assert_allclose(loglosses[0, others], math.log(20), rtol=1e-6)
@@ -352,10 +352,10 @@ def test_log_features_tell_apart_margins_where_float32_softmax_saturates():
   np.testing.assert_array_equal(attack.features(logits), loglosses)      # the default
   # Clipped below: a margin of 1,000 nats reads as LOG_FLOOR, not -1000.
   logits[1, 3] = 1000.0
-  assert attack.features(logits, 'log_probs')[1].min() == attack.LOG_FLOOR
-  assert attack.features(logits, 'log_losses')[1, 3] == attack.LOG_FLOOR
-  with pytest.raises(UserError, match='attack.features'):
-    attack.features(logits, 'logits')
+  assert attack.features(logits, "log_probs")[1].min() == attack.LOG_FLOOR
+  assert attack.features(logits, "log_losses")[1, 3] == attack.LOG_FLOOR
+  with pytest.raises(UserError, match="attack.features"):
+    attack.features(logits, "logits")
 
 
 def test_the_attack_finds_members_beyond_float32_saturation_only_on_log_features():
@@ -372,13 +372,13 @@ def test_the_attack_finds_members_beyond_float32_saturation_only_on_log_features
   aucs = {}
   for rep in attack.FEATURES:
     x = attack.features(logits, rep)
-    params = attack.train(jax.random.PRNGKey(0), 'nasr', C, x[train & is_member],
+    params = attack.train(jax.random.PRNGKey(0), "nasr", C, x[train & is_member],
                           labels[train & is_member], x[train & ~is_member],
                           labels[train & ~is_member], epochs=20)
-    p = attack.predict(params, 'nasr', C, x[audit], labels[audit])
+    p = attack.predict(params, "nasr", C, x[audit], labels[audit])
     aucs[rep] = metrics.roc_auc(p, is_member[audit])
-  assert aucs['log_probs'] > 0.9 and aucs['log_losses'] > 0.9
-  assert abs(aucs['probs'] - 0.5) < 0.1
+  assert aucs["log_probs"] > 0.9 and aucs["log_losses"] > 0.9
+  assert abs(aucs["probs"] - 0.5) < 0.1
 
 
 def _class_0_signal(seed, n, member):
@@ -387,7 +387,7 @@ def _class_0_signal(seed, n, member):
   labels = rng.integers(0, C, n)
   z = rng.normal(size=(n, C))
   z[:, 0] += float(member)
-  return attack.features(z, 'probs'), labels
+  return attack.features(z, "probs"), labels
 
 
 def test_early_stopping_on_auc_keeps_an_attack_that_ranks_but_is_overconfident():
@@ -405,16 +405,16 @@ def test_early_stopping_on_auc_keeps_an_attack_that_ranks_but_is_overconfident()
   aucs = {}
   for criterion in attack.EARLY_STOPPING:
     params, epoch, values = attack.train_early_stopped(
-        jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out, y_out, held_p, held_y,
+        jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out, y_out, held_p, held_y,
         held_m, epochs=20, batch_size=32, learning_rate=1.0, criterion=criterion)
     assert epoch == int(np.argmax(values))
-    p = attack.predict(params, 'one_layer', C, held_p, held_y)
-    measure = metrics.empirical_gain if criterion == 'gain' else metrics.roc_auc
+    p = attack.predict(params, "one_layer", C, held_p, held_y)
+    measure = metrics.empirical_gain if criterion == "gain" else metrics.roc_auc
     assert values[epoch] == measure(p, held_m)
     aucs[criterion] = (epoch, metrics.roc_auc(
-        attack.predict(params, 'one_layer', C, audit_p, audit_y), audit_m))
-  assert aucs['gain'][0] == 0 and aucs['auc'][0] > 0
-  assert aucs['auc'][1] > 0.65 and aucs['auc'][1] > aucs['gain'][1] + 0.15
-  with pytest.raises(UserError, match='criterion'):
-    attack.train_early_stopped(jax.random.PRNGKey(0), 'one_layer', C, p_in, y_in, p_out,
-                               y_out, held_p, held_y, held_m, epochs=1, criterion='loss')
+        attack.predict(params, "one_layer", C, audit_p, audit_y), audit_m))
+  assert aucs["gain"][0] == 0 and aucs["auc"][0] > 0
+  assert aucs["auc"][1] > 0.65 and aucs["auc"][1] > aucs["gain"][1] + 0.15
+  with pytest.raises(UserError, match="criterion"):
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
+                               y_out, held_p, held_y, held_m, epochs=1, criterion="loss")

@@ -24,14 +24,14 @@ def _random_case(seed):
   return scores.astype(np.float64), is_member
 
 
-@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize("seed", range(12))
 def test_roc_auc_matches_sklearn(seed):
   scores, is_member = _random_case(seed)
   assert metrics.roc_auc(scores, is_member) == pytest.approx(
       skm.roc_auc_score(is_member, scores), abs=1e-12)
 
 
-@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize("seed", range(12))
 def test_tpr_at_fpr_matches_sklearn_strictly_below_the_rate(seed):
   scores, is_member = _random_case(seed)
   # drop_intermediate=False: the dropped collinear points can be the answer.
@@ -50,7 +50,7 @@ def test_tpr_at_fpr_never_counts_the_point_at_the_rate():
   assert metrics.tpr_at_fpr(scores, is_member, 0.11) == 1.0
 
 
-@pytest.mark.parametrize('nonmembers,measured', [(999, False), (1000, False), (1001, True)])
+@pytest.mark.parametrize("nonmembers,measured", [(999, False), (1000, False), (1001, True)])
 def test_tpr_at_fpr_needs_more_than_one_over_the_rate_non_members(nonmembers, measured):
   """An FPR strictly below 0.001 allows a false positive only with more than 1,000
   non-members: at exactly 1,000 one false positive is already 0.001, and the figure would be
@@ -62,15 +62,15 @@ def test_tpr_at_fpr_needs_more_than_one_over_the_rate_non_members(nonmembers, me
   assert (metrics.tpr_at_fpr(scores, is_member, 0.001) is not None) == measured
   assert metrics.tpr_at_fpr(scores, is_member, 0.01) is not None
   values, notes = metrics.tpr_report(scores, is_member)
-  assert (values['0.001'] is not None) == measured and values['0.01'] is not None
+  assert (values["0.001"] is not None) == measured and values["0.01"] is not None
   if measured:
     assert notes == []
   else:
-    assert notes == [f'TPR at FPR 0.001: null, {nonmembers} non-members were scored; an FPR '
-                     'below 0.001 needs at least 1001']
+    assert notes == [f"TPR at FPR 0.001: null, {nonmembers} non-members were scored; an FPR "
+                     "below 0.001 needs at least 1001"]
 
 
-@pytest.mark.parametrize('fpr,least', [(0.01, 101), (0.05, 21), (0.1, 11), (0.3, 4),
+@pytest.mark.parametrize("fpr,least", [(0.01, 101), (0.05, 21), (0.1, 11), (0.3, 4),
                                        (0.25, 5), (1.0, 2), (0.003, 334)])
 def test_min_nonmembers_is_the_fewest_that_allow_one_false_positive_below_the_rate(fpr, least):
   assert metrics.min_nonmembers(fpr) == least
@@ -187,9 +187,9 @@ def test_logit_score_splits_ties_the_saturated_loss_cannot():
   assert metrics.roc_auc(loss, is_member) == 0.75
   top = slice(0, 3)
   assert metrics.threshold_attack(phi[top], is_member[top], phi[top],
-                                  is_member[top])['accuracy'] == 1.0
+                                  is_member[top])["accuracy"] == 1.0
   assert metrics.threshold_attack(loss[top], is_member[top], loss[top],
-                                  is_member[top])['accuracy'] == 0.5
+                                  is_member[top])["accuracy"] == 0.5
 
 
 def test_modified_entropy_matches_definition():
@@ -229,16 +229,16 @@ def _brute_force_best(scores, is_member):
   return max(metrics.balanced_accuracy(scores >= t, is_member) for t in cands)
 
 
-@pytest.mark.parametrize('seed', range(4))
+@pytest.mark.parametrize("seed", range(4))
 def test_threshold_attack_maximises_train_balanced_accuracy(seed):
   rng = np.random.default_rng(seed)
   n = 300
   is_member = rng.random(n) < 0.4
   scores = np.round(rng.normal(size=n) + 0.8 * is_member, 1)
   out = metrics.threshold_attack(scores, is_member, scores, is_member)
-  assert set(out) == {'accuracy', 'auc', 'threshold'}
-  assert out['accuracy'] == pytest.approx(_brute_force_best(scores, is_member))
-  assert out['auc'] == pytest.approx(skm.roc_auc_score(is_member, scores))
+  assert set(out) == {"accuracy", "auc", "threshold"}
+  assert out["accuracy"] == pytest.approx(_brute_force_best(scores, is_member))
+  assert out["auc"] == pytest.approx(skm.roc_auc_score(is_member, scores))
 
 
 def test_threshold_attack_separable_and_midpoint():
@@ -247,8 +247,8 @@ def test_threshold_attack_separable_and_midpoint():
   audit = np.array([5.0, 7.0, -1.0, 13.0])
   audit_m = np.array([False, True, False, True])
   out = metrics.threshold_attack(train, train_m, audit, audit_m)
-  assert out['threshold'] == 6.0
-  assert out['accuracy'] == 1.0 and out['auc'] == 1.0
+  assert out["threshold"] == 6.0
+  assert out["accuracy"] == 1.0 and out["auc"] == 1.0
 
 
 def _two_scale_classes(rng, n):
@@ -266,11 +266,11 @@ def test_class_thresholds_beat_a_global_threshold_when_class_scales_differ():
   overall = metrics.threshold_attack(train[0], train[1], audit[0], audit[1])
   # Within a class the groups are 1 apart at noise 0.3: about 95% separable. One threshold
   # for both classes can serve only one of them.
-  assert by_class['accuracy'] > 0.9
-  assert overall['accuracy'] < 0.8
-  assert by_class['auc'] > overall['auc'] + 0.1
-  np.testing.assert_allclose(by_class['thresholds'], [0.5, 10.5], atol=0.1)
-  assert not by_class['fallback'].any()
+  assert by_class["accuracy"] > 0.9
+  assert overall["accuracy"] < 0.8
+  assert by_class["auc"] > overall["auc"] + 0.1
+  np.testing.assert_allclose(by_class["thresholds"], [0.5, 10.5], atol=0.1)
+  assert not by_class["fallback"].any()
 
 
 def test_class_thresholds_each_maximise_their_class_balanced_accuracy():
@@ -296,7 +296,7 @@ def test_class_without_members_or_non_members_falls_back_to_the_global_threshold
   # An audit example of the unseen class is judged by the global threshold.
   out = metrics.class_threshold_attack(scores, is_member, labels, np.array([1.0, 7.0]),
                                        np.array([False, True]), np.array([3, 3]), 4)
-  assert out['accuracy'] == (1.0 if global_threshold > 1.0 else 0.5)
+  assert out["accuracy"] == (1.0 if global_threshold > 1.0 else 0.5)
 
 
 def _gaussian_scores(rng, n, shift):
@@ -311,19 +311,19 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_examples
     scores, is_member = _gaussian_scores(rng, n, 0.5)
     pred = scores >= 0.25
     out = metrics.bootstrap_intervals(scores, is_member, pred, replicates=400, seed=1)
-    point = {'auc': metrics.roc_auc(scores, is_member),
-             'accuracy': metrics.balanced_accuracy(pred, is_member)}
+    point = {"auc": metrics.roc_auc(scores, is_member),
+             "accuracy": metrics.balanced_accuracy(pred, is_member)}
     for key, value in point.items():
       lo, hi = out[key]
       assert lo < value < hi, key
     tpr, _ = metrics.tpr_report(scores, is_member)
-    for f in ('0.001', '0.01'):
+    for f in ("0.001", "0.01"):
       if tpr[f] is None:   # 250 non-members cannot measure an FPR below 0.1%: no interval
-        assert n == 250 and f == '0.001' and out['tpr_at_fpr'][f] is None
+        assert n == 250 and f == "0.001" and out["tpr_at_fpr"][f] is None
       else:
-        lo, hi = out['tpr_at_fpr'][f]
+        lo, hi = out["tpr_at_fpr"][f]
         assert lo <= tpr[f] <= hi
-    widths.append(out['auc'][1] - out['auc'][0])
+    widths.append(out["auc"][1] - out["auc"][0])
   # Width ~ 1/sqrt(n): ten times the examples, about a third of the width.
   assert widths[1] < 0.45 * widths[0]
   # Seeded: the same seed gives the same interval.
@@ -333,7 +333,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_examples
 def test_bootstrap_replicate_statistics_match_the_plain_metrics():
   # With every weight 1 the vectorised per-replicate AUC and TPR are the sample's own.
   scores, is_member = _random_case(3)
-  order = np.argsort(-scores, kind='stable')
+  order = np.argsort(-scores, kind="stable")
   levels = np.concatenate([[0], np.cumsum(np.diff(scores[order]) != 0)])
   w_in = is_member[order][None].astype(float)
   w_out = (~is_member[order])[None].astype(float)
@@ -354,7 +354,7 @@ def test_bootstrap_auc_interval_covers_the_true_auc_about_95_percent_of_the_time
   covered = 0
   for rep in range(200):
     scores, is_member = _gaussian_scores(rng, 100, d)
-    lo, hi = metrics.bootstrap_intervals(scores, is_member, replicates=200, seed=rep)['auc']
+    lo, hi = metrics.bootstrap_intervals(scores, is_member, replicates=200, seed=rep)["auc"]
     covered += lo <= true_auc <= hi
   assert 0.89 <= covered / 200 <= 0.99
 
@@ -366,33 +366,33 @@ def test_per_class():
       attack_pred=np.array([1, 0, 1, 0, 1], bool),
       attack_is_member=np.array([1, 1, 0, 0, 1], bool),
       attack_labels=np.array([0, 0, 0, 0, 1]), num_classes=3)
-  assert set(out) == {'0', '1', '2'}
-  assert out['0'] == {'train_accuracy': 1.0, 'test_accuracy': 0.5, 'gap': 0.5,
-                      'attack_accuracy': 0.5}
-  assert out['1']['train_accuracy'] == 0.5 and out['1']['test_accuracy'] == 0.0
-  assert out['1']['gap'] == 0.5
-  assert out['1']['attack_accuracy'] is None  # members only
-  assert out['2'] == {'train_accuracy': None, 'test_accuracy': None, 'gap': None,
-                      'attack_accuracy': None}
+  assert set(out) == {"0", "1", "2"}
+  assert out["0"] == {"train_accuracy": 1.0, "test_accuracy": 0.5, "gap": 0.5,
+                      "attack_accuracy": 0.5}
+  assert out["1"]["train_accuracy"] == 0.5 and out["1"]["test_accuracy"] == 0.0
+  assert out["1"]["gap"] == 0.5
+  assert out["1"]["attack_accuracy"] is None  # members only
+  assert out["2"] == {"train_accuracy": None, "test_accuracy": None, "gap": None,
+                      "attack_accuracy": None}
 
 
-@pytest.mark.parametrize('call, field', [
-    (lambda: metrics.roc_auc([0.1, 0.2], [True, True]), 'is_member'),
-    (lambda: metrics.roc_auc([0.1, 0.2, 0.3], [True, False]), 'is_member'),
-    (lambda: metrics.roc_auc([0.1, np.nan], [True, False]), 'scores'),
-    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 1.5), 'fpr'),
-    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 0.0), 'fpr'),
-    (lambda: metrics.empirical_gain([0.5, 1.2], [True, False]), 'p_member'),
-    (lambda: metrics.balanced_accuracy([0.3, 1.0], [True, False]), 'pred_member'),
-    (lambda: metrics.loss_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),
-    (lambda: metrics.loss_score(np.zeros((2,)), np.array([0, 1])), 'logits'),
-    (lambda: metrics.logit_score(np.zeros((2, 3)), np.array([0, 3])), 'labels'),
-    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 5], 2), 'labels'),
-    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 1], 0), 'num_classes'),
+@pytest.mark.parametrize("call, field", [
+    (lambda: metrics.roc_auc([0.1, 0.2], [True, True]), "is_member"),
+    (lambda: metrics.roc_auc([0.1, 0.2, 0.3], [True, False]), "is_member"),
+    (lambda: metrics.roc_auc([0.1, np.nan], [True, False]), "scores"),
+    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 1.5), "fpr"),
+    (lambda: metrics.tpr_at_fpr([0.1, 0.2], [True, False], 0.0), "fpr"),
+    (lambda: metrics.empirical_gain([0.5, 1.2], [True, False]), "p_member"),
+    (lambda: metrics.balanced_accuracy([0.3, 1.0], [True, False]), "pred_member"),
+    (lambda: metrics.loss_score(np.zeros((2, 3)), np.array([0, 3])), "labels"),
+    (lambda: metrics.loss_score(np.zeros((2,)), np.array([0, 1])), "logits"),
+    (lambda: metrics.logit_score(np.zeros((2, 3)), np.array([0, 3])), "labels"),
+    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 5], 2), "labels"),
+    (lambda: metrics.class_thresholds([0.1, 0.2], [True, False], [0, 1], 0), "num_classes"),
     (lambda: metrics.bootstrap_intervals([0.1, 0.2], [True, False], replicates=1),
-     'replicates'),
+     "replicates"),
     (lambda: metrics.bootstrap_intervals([0.1, 0.2], [True, False], [True], replicates=9),
-     'predicted'),
+     "predicted"),
 ])
 def test_bad_input_raises_user_error(call, field):
   with pytest.raises(UserError, match=field):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from miajax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 import optax  # pylint: disable=g-import-not-at-top,wrong-import-order,wrong-import-position
+from timing import run_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BENCHMARKS = {}
 
@@ -95,25 +96,6 @@ def _classifier(name, batch_size, input_shape, num_classes=10, k=None, strategy=
   # The looped strategy is a Python loop of one compiled program; its FLOPs are K times that.
   compiled = fn.lower(state, batch, hp).compile() if hasattr(fn, "lower") else None
   return fn, state, batch, hp, compiled
-
-
-def run_step(fn, state, batch, hp, n, repeats):
-  """Mean seconds per step, threading the donated state through."""
-  holder = [state]
-
-  def call():
-    holder[0], metrics = fn(holder[0], batch, hp)
-    return metrics
-  call()
-  jax.block_until_ready(holder[0])
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(n):
-      m = call()
-    jax.block_until_ready((holder[0], m))
-    best = min(best, (time.perf_counter() - t0) / n)
-  return best
 
 
 def classifier_entry(name, batch_size, input_shape, n, repeats, k=None, strategy=None):

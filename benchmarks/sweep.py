@@ -32,7 +32,7 @@ def _child(devices, trial_counts, repeats):
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
   from miajax import config as config_lib, methods, models, steps  # pylint: disable=g-import-not-at-top,multiple-imports
-  from run import run_step  # pylint: disable=g-import-not-at-top
+  from timing import run_step  # pylint: disable=g-import-not-at-top
   timed = lambda fn, state, batch, hp, n: run_step(fn, state, batch, hp, n, repeats)
 
   model = models.create("lenet5", 10)

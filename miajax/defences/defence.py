@@ -52,6 +52,10 @@ class Recipe:
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
   return int(round(epochs * steps_per_epoch))
 
+# The state.extra key under which a defence with a `dense_phase` keeps the weights it had at
+# that phase's end.
+DENSE = "dense"
+
 # need(ok, field, allowed): config.validate's one-line error when not ok.
 Need = Callable[[bool, str, str], None]
 
@@ -84,6 +88,17 @@ class Defence:
   # (config, phase name) -> a step's cost in plain classifier steps (for a defence that wraps,
   # the cost it adds): the ETA's prior for a stack not yet timed, from the work per step.
   step_cost: Callable[[Any, str], float] | None = None
+  # The config field naming the model it trains instead of `model.name` (the narrow-model
+  # control), or None: `model.name`.
+  model_field: str | None = None
+  # The phase at whose end the weights are still dense (pruning's pretraining), or None. Such
+  # a defence keeps them in `state.extra[DENSE]` (when its config asks), for audits that
+  # compare the dense model with the final one.
+  dense_phase: str | None = None
+
+  def model_name(self, config) -> str:
+    """The model its trials train: `model_field`'s value, else `model.name`."""
+    return field_value(config, self.model_field) if self.model_field else config.model.name
 
   def phase_steps(self, config, steps_per_epoch: int) -> tuple[int, ...]:
     """The steps of each phase, known before anything is built."""

@@ -18,7 +18,7 @@ import flax.linen as nn
 
 from miajax.errors import UserError
 from miajax.models.cnn import CNN4
-from miajax.models.lenet import LeNet5
+from miajax.models.lenet import NARROW_WIDTHS, LeNet5
 from miajax.models.mobilenet import MobileNetV2
 from miajax.models.resnet import NORMS, ResNet18
 from miajax.models.vgg import VGG16
@@ -32,10 +32,12 @@ _BUILDERS: dict[str, Callable[[int, str], nn.Module]] = {
     "resnet18": lambda n, norm: ResNet18(num_classes=n, norm=norm),
     "mobilenetv2_imagenet": lambda n, norm: MobileNetV2(num_classes=n, norm=norm, imagenet=True),
     "resnet18_imagenet": lambda n, norm: ResNet18(num_classes=n, norm=norm, imagenet=True),
+    # Not a model of the paper: the narrow-model control (`lenet.NARROW_WIDTHS`).
+    "lenet5_narrow": lambda n, norm: LeNet5(num_classes=n, widths=NARROW_WIDTHS),
 }
 
 NAMES = tuple(_BUILDERS)
-_UNNORMALISED = ("lenet5", "cnn4")
+_UNNORMALISED = ("lenet5", "lenet5_narrow", "cnn4")
 
 
 def normalisation(name: str, norm: str) -> str:

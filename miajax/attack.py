@@ -166,12 +166,14 @@ class AttackState:
   step: jax.Array
 
 
-def init_state(key, model, num_classes, learning_rate) -> AttackState:
+def init_state(key, model, num_classes, learning_rate, width=None) -> AttackState:
   """Fresh attack parameters and Adam state; pure (vmap it over keys for many trials).
 
-  `attack_step` must then get `optimizer(learning_rate)` as its `tx`.
+  `attack_step` must then get `optimizer(learning_rate)` as its `tx`. `width`: the features
+  per prediction (default `num_classes`, a prediction vector; more for an attack that also
+  sees other per-example values, `audits/samia.py`).
   """
-  probs = jnp.zeros((1, num_classes), jnp.float32)
+  probs = jnp.zeros((1, width or num_classes), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)
   params = model.init(key, probs, labels)["params"]
   return AttackState(params=params, opt_state=optimizer(learning_rate).init(params),
@@ -235,11 +237,13 @@ def _train_epoch(state, key, model, tx, probs_in, labels_in, probs_out, labels_o
   return jax.lax.scan(body, state, (idx_in, idx_out))
 
 
-def _probs_and_labels(prefix, probs, labels, num_classes):
-  """Validates (N, C) probabilities and (N,) labels; returns float32 and int32 arrays."""
+def _probs_and_labels(prefix, probs, labels, num_classes, width=None):
+  """Validates (N, width or C) probabilities and (N,) labels; returns float32 and int32
+  arrays."""
   p = np.asarray(probs, dtype=np.float32)
-  if p.ndim != 2 or p.shape[1] != num_classes:
-    raise UserError(f"{prefix}probs: shape {p.shape}; allowed: (N, {num_classes})")
+  width = width or num_classes
+  if p.ndim != 2 or p.shape[1] != width:
+    raise UserError(f"{prefix}probs: shape {p.shape}; allowed: (N, {width})")
   if not np.isfinite(p).all():
     raise UserError(f"{prefix}probs: non-finite values; allowed: finite prediction features")
   y = np.asarray(labels)
@@ -264,13 +268,13 @@ def _check_hyperparameters(epochs, batch_size, learning_rate):
 
 
 def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
-            nonmember_labels, *, epochs, batch_size, learning_rate):
+            nonmember_labels, *, epochs, batch_size, learning_rate, width=None):
   """Yields (0, initial params), then (epoch, params) after each of `epochs` epochs."""
   model = create(kind, num_classes)
   _check_hyperparameters(epochs, batch_size, learning_rate)
-  p_in, y_in = _probs_and_labels("member_", member_probs, member_labels, num_classes)
+  p_in, y_in = _probs_and_labels("member_", member_probs, member_labels, num_classes, width)
   p_out, y_out = _probs_and_labels("nonmember_", nonmember_probs, nonmember_labels,
-                                   num_classes)
+                                   num_classes, width)
   n = min(p_in.shape[0], p_out.shape[0])
   if n == 0:
     raise UserError(f"member_probs/nonmember_probs: {p_in.shape[0]} and {p_out.shape[0]} "
@@ -279,7 +283,7 @@ def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs
   steps = n // batch
   tx = optimizer(float(learning_rate))
   init_key, epoch_key = jax.random.split(key)
-  state = init_state(init_key, model, num_classes, float(learning_rate))
+  state = init_state(init_key, model, num_classes, float(learning_rate), width)
   data = jax.device_put((p_in, y_in, p_out, y_out))
   yield 0, state.params
   for epoch in range(int(epochs)):
@@ -310,7 +314,7 @@ def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
 def train_early_stopped(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
                         nonmember_labels, held_probs, held_labels, held_is_member, *, epochs,
                         batch_size=64, learning_rate=1e-3, patience=None, criterion="gain",
-                        held_scores=False):
+                        held_scores=False, width=None):
   """`train`, keeping the epoch whose attack scores best on a held-out set.
 
   The training sequence is `train`'s with the same arguments, so the result equals
@@ -335,6 +339,7 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
       runs all `epochs`.
     criterion: "gain" or "auc" (`EARLY_STOPPING`).
     held_scores: also return every epoch's P(member) on the held-out set.
+    width: features per example (default num_classes; `init_state`).
 
   Returns:
     (params of the best epoch, that epoch, the held-out criterion from epoch 0 to the last
@@ -348,7 +353,7 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
   if patience is not None and (isinstance(patience, bool) or
                                not isinstance(patience, (int, np.integer)) or patience < 1):
     raise UserError(f"patience: {patience!r}; allowed: None or an integer >= 1")
-  held_p, held_y = _probs_and_labels("held_", held_probs, held_labels, num_classes)
+  held_p, held_y = _probs_and_labels("held_", held_probs, held_labels, num_classes, width)
   held_m = np.asarray(held_is_member)
   if held_m.shape != held_y.shape or not np.isin(held_m, (0, 1)).all() \
       or held_m.all() or not held_m.any():
@@ -359,7 +364,8 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
   best, best_epoch, values, scores = None, 0, [], []
   for epoch, params in _epochs(key, kind, num_classes, member_probs, member_labels,
                                nonmember_probs, nonmember_labels, epochs=epochs,
-                               batch_size=batch_size, learning_rate=learning_rate):
+                               batch_size=batch_size, learning_rate=learning_rate,
+                               width=width):
     p = scipy.special.expit(np.asarray(_logits(params, model, *held), np.float64))
     values.append(measure(p, held_m))
     scores.append(p)
@@ -380,9 +386,16 @@ def _logits(params, model, probs, labels):
 def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
   """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits)."""
   model = create(kind, num_classes)
-  p, y = _probs_and_labels("", probs, labels, num_classes)
+  p, y = _probs_and_labels("", probs, labels, num_classes, _width(params, kind, num_classes))
   logits = np.asarray(_logits(params, model, p, y), dtype=np.float64)
   return scipy.special.expit(logits)
+
+
+def _width(params, kind, num_classes) -> int:
+  """The features per example the attack's `params` take."""
+  if kind == "nasr":
+    return int(params["prediction_0"]["kernel"].shape[0])
+  return int(params["output"]["kernel"].shape[0]) - num_classes
 
 
 def evaluate(p_member, is_member, threshold=0.5) -> dict:

@@ -154,10 +154,11 @@ def _flat(extra: Any) -> Any:
 
 
 def _typed(like: Any, flat: dict) -> Any:
-  """Format 1's flat dict as the typed state `like`."""
+  """Format 1's flat dict as the typed state `like` (a field it never held, such as an empty
+  `dense`, as in `like`)."""
   if not _is_state(like):
     return {key: flat[key] for key in like}
-  return type(like)(**{field: _typed(value, flat) if field == "inner" else flat[field]
+  return type(like)(**{field: _typed(value, flat) if field == "inner" else flat.get(field, value)
                        for field, value in like._asdict().items()})
 
 

@@ -80,15 +80,22 @@ class StackOutputs:
   """
 
   def __init__(self, evaluate, data: pipeline.Data, *, splits: list[splits_lib.Splits],
-               split_keys: list, keep: np.ndarray | None = None, grad_norms=None):
+               split_keys: list, keep: np.ndarray | None = None, grad_norms=None,
+               per_example=None, extra_keys: tuple[str, ...] = ()):
     """`evaluate(split, indices)` gives the stack's (trials, N, C) logits on those examples
     of the dataset split (`logits`); `splits[k]` is trial k's membership split, `split_keys[k]`
     the same for trials that share one; `keep` (models, pool) the LiRA stack's membership of
     its pool (`splits[0]`'s members), or None for the "splits" layout; `grad_norms(split,
     indices)` (optional) the stack's (trials, N) per-example gradient norms
-    (`steps.example_grad_norms`), evaluated only if an audit asks."""
+    (`steps.example_grad_norms`), evaluated only if an audit asks; `per_example(fn,
+    batch_size)` (optional) lifts a single-trial `fn(state, (images, labels), *, model)` over
+    the stack and gives its `(split, indices) -> (trials, N, ...)` evaluator
+    (`membership_values`); `extra_keys` the keys of the stack's method state (`state.extra`),
+    which says what such a function may read there."""
     self._evaluate = evaluate
     self._grad_norms = grad_norms
+    self._per_example = per_example
+    self.extra_keys = tuple(extra_keys)
     self.data, self.splits, self.split_keys, self.keep = data, splits, split_keys, keep
     self.layout = "splits" if keep is None else "lira"
     self._cache: dict = {}
@@ -110,6 +117,19 @@ class StackOutputs:
     s = self.splits[k]
     return self._once(("grad_norms", self.split_keys[k]), lambda: np.concatenate(
         [self._grad_norms(split, idx) for split, idx in (
+            ("train", s.attack_members), ("test", s.reference), ("train", s.audit_members),
+            ("test", s.audit))], axis=1))
+
+  def membership_values(self, k: int, name: str, fn, batch_size: int = 64) -> np.ndarray:
+    """(trials, N, ...) values of the single-trial per-example `fn(state, (images, labels), *,
+    model)` on trial k's four audit sets, in `membership(k)`'s order. `name` identifies `fn`:
+    it is lifted and compiled once per stack, and evaluated once per split."""
+    if self._per_example is None:
+      raise ValueError("this stack was evaluated without per-example functions")
+    evaluator = self._once(("per_example", name), lambda: self._per_example(fn, batch_size))
+    s = self.splits[k]
+    return self._once((name, self.split_keys[k]), lambda: np.concatenate(
+        [evaluator(split, idx) for split, idx in (
             ("train", s.attack_members), ("test", s.reference), ("train", s.audit_members),
             ("test", s.audit))], axis=1))
 
@@ -239,7 +259,8 @@ def _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack
       key, attack_config.kind, num_classes, probs[fit_in], labels[fit_in], probs[fit_out],
       labels[fit_out], probs[held], labels[held], is_member[held],
       epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-      learning_rate=float(attack_config.learning_rate), criterion=criterion, held_scores=True)
+      learning_rate=float(attack_config.learning_rate), criterion=criterion, held_scores=True,
+      width=probs.shape[1])
   p_held = attack.predict(params, attack_config.kind, num_classes, probs[held], labels[held])
   return params, epochs, metrics.fit_threshold(p_held, is_member[held]), p_by_epoch
 
@@ -313,12 +334,16 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
 
 
 def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
-             rng: np.random.Generator) -> tuple[dict, dict[str, np.ndarray], "NNCandidate"]:
+             rng: np.random.Generator, feats: np.ndarray | None = None
+             ) -> tuple[dict, dict[str, np.ndarray], "NNCandidate"]:
   """`audit`'s NN attack on trial k: its record fields (`attack.evaluate`'s, attack_epochs,
   attack_threshold, per_class), its score_nn on every example, and the headline candidate it
-  makes. Draws from `rng` (then `score_audit` goes on drawing from it)."""
+  makes. Draws from `rng` (then `score_audit` goes on drawing from it). `feats` (N, F)
+  replaces `attack.features` of the logits as the attack's input (an attack that sees more
+  than one prediction vector, `audits/samia.py`, `audits/differencing.py`)."""
   logits = out.logits[k]
-  feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
+  if feats is None:
+    feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
   labels, is_member = out.labels, out.is_member
   test = out.split == 1
   members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),

@@ -24,6 +24,8 @@ final checkpoint) and writes, to OUT (default DIR/report):
   tradeoff.png          attack AUC, attack accuracy and test accuracy against nonzero weights
                         across a sweep, a line per method, 95% intervals over seeds; with
                         selection.md, Algorithm 1's choice (both only for a swept run)
+  attack_vs_accuracy.png  each attack's AUC and TPR at 0.1% FPR against test accuracy, a
+                        point per method or control, 95% intervals (`privacy_utility`)
   report.json           the numbers behind all of the above
 
 A figure whose inputs are absent is skipped with a note. Nothing in DIR is modified except
@@ -40,6 +42,7 @@ from absl import flags
 from miajax import cli
 from miajax import exposure
 from miajax import paired
+from miajax import privacy_utility
 from miajax import results
 from miajax import selection
 from miajax import tables
@@ -632,6 +635,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   rocs = roc_curves(workdir, records, notes)
   hists = weight_histograms(workdir, records, notes)
   trade = tradeoff(records)
+  attacks = privacy_utility.points(records)
   choice = None
   if (workdir / "selection.json").is_file():
     choice = json.loads((workdir / "selection.json").read_text())
@@ -642,7 +646,10 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
        "no record has per_class gaps and attack accuracies"),
       ("roc.png", rocs, plot_roc, "no trial has a scores.npz with score_* arrays"),
       ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint"),
-      *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else [])):
+      *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else []),
+      ("attack_vs_accuracy.png", attacks,
+       lambda data, path: privacy_utility.plot(data, path, _pyplot, _save),
+       "no record has an attack AUC")):
     if data:
       plot(data, out / filename)
       figures[filename] = "written"
@@ -657,7 +664,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       "matched_controls": paired.matched(records), "exposure": expo,
       "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
-      "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,
+      "fig3_weights": hists, "tradeoff": trade, "attack_vs_accuracy": attacks,
+      "selection": choice, "figures": figures,
       "notes": notes}
   (out / "report.json").write_text(json.dumps(_strict(report), indent=1, allow_nan=False))
   return report | {"markdown": text}

@@ -38,6 +38,9 @@ EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_samplin
                 # every candidate's split-0 AUC), with its numbers on the audit split.
                 "headline_attack", "headline_auc", "headline_accuracy", "headline_tpr_at_fpr",
                 "headline_selection",
+                # Opt-in audits beyond the threshold attacks: the pruning-aware attack
+                # (audits/samia.py) and the differencing attack (audits/differencing.py).
+                "samia", "differencing",
                 # True where a :smoke run trained on synthetic stand-ins (miajax.data.synthetic);
                 # `dataset` then reads "NAME (synthetic)". Absent for real data.
                 "synthetic")

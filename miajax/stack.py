@@ -33,6 +33,7 @@ from miajax import splits as splits_lib
 from miajax import steps
 from miajax import trials as trials_lib
 from miajax.data import pipeline
+from miajax.defences import defence as defence_lib
 from miajax.errors import Interrupted, UserError
 
 
@@ -98,7 +99,9 @@ class Stack:
     config, data = run.config, run.data
     self.run, self.method, self.group = run, method, group
     self.names = [t.name for t in group]
-    self.model = models.create(config.model.name, data.num_classes, norm=config.model.norm)
+    self.defence = defences.get(method)
+    self.model_name = self.defence.model_name(config)   # a control may train its own model
+    self.model = models.create(self.model_name, data.num_classes, norm=config.model.norm)
     self.tx = steps.optimizer(config)
     self.own = [run.trial_splits[t.name] for t in group]
     self.members = [s.train for s in self.own] if run.lira_keep is None else [
@@ -106,7 +109,6 @@ class Stack:
     # One recipe per trial, for its own hyperparameters and report (DP-SGD accounts with the
     # trial's own member count); the phases (and so the compiled steps) are the first one's,
     # which is right because swept values are all traced.
-    self.defence = defences.get(method)
     self.recipes = [self.defence.recipe(trials_lib.config_for(config, t), self.model, self.tx,
                                         run.steps_per_epoch, data.num_classes, len(m))
                     for t, m in zip(group, self.members)]
@@ -255,6 +257,12 @@ class Stack:
         grad_norms=lambda split, idx: evaluate.logits(
             self.state, data, split, idx, grad_fn, eval_sharding,
             math.lcm(GRAD_BATCH, jax.process_count()), with_labels=True),
+        per_example=lambda fn, batch: functools.partial(
+            evaluate.logits, self.state, data, eval_fn=steps.lift_eval(
+                functools.partial(fn, model=self.model), run.strategy),
+            sharding=eval_sharding, batch_size=math.lcm(batch, jax.process_count()),
+            with_labels=True),
+        extra_keys=defence_lib.state_fields(self.state.extra),
         split_keys=[t.seed if config.split_per_trial else None for t in group],
         keep=None if run.lira_keep is None else run.lira_keep[:len(group)])
     audited = audits.audit_stack(outputs, trials_lib.seeds(group), config, data.num_classes,
@@ -266,7 +274,7 @@ class Stack:
           np.savez(run.workdir / t.name / filename, **arrays)
       train_acc, test_acc = outputs.accuracies(k)
       records.append(results.record(
-          name=t.name, method=self.method, **data.record_fields, model=config.model.name,
+          name=t.name, method=self.method, **data.record_fields, model=self.model_name,
           seed=t.seed, step=self.total, train_accuracy=train_acc, test_accuracy=test_acc,
           wall_seconds=wall,
           checkpoint_dir=str((run.workdir / t.name / "checkpoints").absolute()),

@@ -109,6 +109,8 @@ def config_for(config, trial: Trial):
     section, key = field.split(".")
     # Fields keep their declared type: pruning.keep is a string ("0.1", "paper").
     out[section][key] = type(out[section][key])(value)
+  # A control that trains its own model (the narrow one) says so in its trial's config.
+  out.model.name = defences.get(trial.method).model_name(out)
   return out
 
 

@@ -26,6 +26,7 @@ GEOMETRY = {
     "resnet18": CIFAR,
     "mobilenetv2_imagenet": IMAGENET,
     "resnet18_imagenet": IMAGENET,
+    "lenet5_narrow": MNIST,
 }
 BATCHNORM_MODELS = ("vgg16", "mobilenetv2", "resnet18", "mobilenetv2_imagenet",
                     "resnet18_imagenet")
@@ -63,9 +64,33 @@ def _kernel_paths(name, num_classes=10):
   return kernels(created), kernels(transformed)
 
 
-def test_names_are_the_seven_models_of_the_paper():
+def test_names_are_the_seven_models_of_the_paper_then_the_narrow_control():
   assert models.NAMES == ("lenet5", "cnn4", "vgg16", "mobilenetv2", "resnet18",
-                          "mobilenetv2_imagenet", "resnet18_imagenet")
+                          "mobilenetv2_imagenet", "resnet18_imagenet", "lenet5_narrow")
+
+
+def _kernel_weights(name, num_classes=10):
+  params = _traced(name, num_classes)[1]["params"]
+  leaves = flax.traverse_util.flatten_dict(params, sep="/")
+  return sum(int(np.prod(v.shape)) for k, v in leaves.items() if k.endswith("/kernel"))
+
+
+def test_lenet5_narrow_has_as_many_weights_as_lenet5_pruned_at_the_paper_rates():
+  from miajax import pruning  # pylint: disable=g-import-not-at-top
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), _traced("lenet5", 10)[1]["params"])
+  kept = sum(pruning.keep_counts(params, pruning.keep_fractions(params, "paper",
+                                                                model="lenet5")).values())
+  narrow = _kernel_weights("lenet5_narrow")
+  assert 3_900 < kept < 4_100                     # App. E's rates: ~4,000 of 61,470
+  assert abs(narrow - kept) / kept < 0.01
+  assert _kernel_weights("lenet5") == 61_470       # the full model is untouched
+  assert _num_params("lenet5_narrow", 10) == narrow + 3 + 6 + 20 + 16 + 10   # biases
+
+
+def test_lenet5_narrow_keeps_lenet5s_five_kernels_in_forward_order():
+  created, transformed = _kernel_paths("lenet5_narrow")
+  assert created == transformed == [
+      "conv1/kernel", "conv2/kernel", "fc1/kernel", "fc2/kernel", "fc3/kernel"]
 
 
 def test_lenet5_has_61706_parameters_about_60k_as_in_table_4():

@@ -103,3 +103,38 @@ def test_fig2_plots_the_cross_entropy_alone_and_added_terms_in_their_own_panels(
   assert report.added_terms("pruning_minmax", "admm") == "proximal+adversarial"
   assert report.added_terms("pruning_minmax", "retrain") == "adversarial"
   assert report.added_terms("baseline", "train") is None
+
+
+def _record(group, method, seed, test, auc, tpr, samia=None):
+  return {"name": f"{group}-seed{seed}", "group": group, "method": method, "seed": seed,
+          "test_accuracy": test, "attack_auc": auc, "attack_tpr_at_fpr": {"0.001": tpr},
+          "headline_auc": None,
+          "intervals": {"attack_auc": [auc - 0.02, auc + 0.02],
+                        "attack_tpr_at_fpr": {"0.001": None if tpr is None else [0, 2 * tpr]}},
+          "samia": samia}
+
+
+def test_attack_vs_accuracy_takes_intervals_over_seeds_or_else_the_trials_bootstrap(figures):
+  from miajax import privacy_utility
+  records = [_record("baseline", "baseline", s, 0.80 + 0.01 * s, 0.64 + 0.01 * s, 0.02)
+             for s in range(3)]
+  records.append(_record("narrow", "narrow", 0, 0.70, 0.55, None,
+                         samia={"auc": 0.6, "tpr_at_fpr": {"0.001": 0.01},
+                                "intervals": {"auc": [0.57, 0.63],
+                                              "tpr_at_fpr": {"0.001": [0.0, 0.03]}}}))
+  data = privacy_utility.points(records)
+  base = data["NN attack"]["baseline"]
+  assert base["auc"]["over"] == "3 seeds" and base["auc"]["mean"] == pytest.approx(0.65)
+  assert base["auc"]["lo"] < 0.64 and base["auc"]["hi"] > 0.66
+  assert base["test_accuracy"]["mean"] == pytest.approx(0.81)
+  narrow = data["NN attack"]["narrow"]
+  assert {k: narrow["auc"][k] for k in ("mean", "lo", "hi")} == pytest.approx(
+      {"mean": 0.55, "lo": 0.53, "hi": 0.57})
+  assert narrow["auc"]["over"] == "bootstrap"
+  assert narrow["tpr_at_fpr"] is None                  # not measured: nothing drawn for it
+  assert list(data["pruning-aware (SAMIA-style)"]) == ["narrow"]   # only where measured
+  assert "differencing (dense checkpoint)" not in data
+  privacy_utility.plot(data, None, report._pyplot, report._save)
+  fig, = figures
+  labels = _texts(fig)
+  assert {"baseline", "narrow", "NN attack", "pruning-aware (SAMIA-style)"} <= set(labels)

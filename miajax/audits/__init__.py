@@ -10,10 +10,12 @@ trial from every audit's fields.
 import numpy as np
 
 from miajax import evaluate
+from miajax.audits import differencing
 from miajax.audits import grad_norm
 from miajax.audits import lira
 from miajax.audits import margin
 from miajax.audits import nn
+from miajax.audits import samia
 from miajax.audits import selection
 from miajax.audits import thresholds
 from miajax.audits.audit import LAYOUTS, Audit, Result, Target
@@ -48,9 +50,12 @@ register(selection.GAIN)
 register(lira.AUDIT)
 register(margin.AUDIT)
 register(grad_norm.AUDIT)
+register(samia.AUDIT)
+register(differencing.AUDIT)
 
 # What a run measures unless config.audits says otherwise: every audit but the opt-in ones
-# (margin; grad_norm, which costs a backward pass per example).
+# (margin; grad_norm, which costs a backward pass per example; samia, several forward passes
+# per example; differencing, which needs the dense weights kept, pruning.keep_dense).
 DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selection_gain",
            "lira")
 

@@ -17,9 +17,11 @@ The audit set holds 1,250 members and 1,250 non-members.
       is it pruning or any regulariser? Pruning at the paper's rates beside two controls:
       the same schedule without sparsity (keep 1.0: pretraining, ADMM's proximal steps, a
       fresh optimizer's retraining) and the baseline with L2 weight decay at three strengths
-      (the one matching pruning's split-0 train-test gap is named by the report); seeds 0-4,
+      (the one matching pruning's split-0 train-test gap is named by the report), and a dense
+      LeNet-5 as small as the pruned one (`narrow`: 4,005 weights against 4,012); seeds 0-4,
       each with its own membership split, so `python -m miajax.report DIR` pairs every trial
-      with the baseline of its seed and split
+      with the baseline of its seed and split. Beside the default audits, the pruning-aware
+      attack (`samia`) and the differencing attack on the dense checkpoint (`differencing`)
 """
 
 from miajax import config as config_lib
@@ -51,13 +53,16 @@ def get_config(arg=None):
     c.methods = ("baseline", "pruning")
     c.sweep.keep = (0.5, 0.3, 0.2, 0.1, 0.05, "paper")
   if "controls" in args:
-    c.methods = ("baseline", "pruning", "regularised")
+    c.methods = ("baseline", "pruning", "regularised", "narrow")
     c.seeds = (0, 1, 2, 3, 4)
     c.split_per_trial = True
     c.sweep.keep = ("paper", 1.0)
     c.sweep.weight_decay = (1e-4, 1e-3, 1e-2)
     # No Algorithm 1 here: its cross-validated gains are the costly part of a swept audit.
-    c.audits = tuple(a for a in c.audits if a != "selection_gain")
+    # The attacks that know the defence: pruning-aware (SAMIA-style) and differencing, which
+    # reads the dense weights pruning keeps from its pretraining's end.
+    c.audits = tuple(a for a in c.audits if a != "selection_gain") + ("samia", "differencing")
+    c.pruning.keep_dense = True
   if "smoke" in args:
     config_lib.smoke(c)
   return c

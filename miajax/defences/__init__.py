@@ -9,6 +9,7 @@ from miajax.defences import admm
 from miajax.defences import baseline
 from miajax.defences import dp
 from miajax.defences import minmax
+from miajax.defences import narrow
 from miajax.defences import regularised
 from miajax.defences.compose import compose
 from miajax.defences.defence import Defence, field_value
@@ -57,3 +58,4 @@ register(compose(minmax.DEFENCE, baseline.DEFENCE, name="minmax"))
 register(compose(minmax.DEFENCE, admm.DEFENCE))            # pruning_minmax (Eq. 3)
 register(dp.DEFENCE)
 register(regularised.DEFENCE)
+register(narrow.DEFENCE)

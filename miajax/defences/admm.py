@@ -23,12 +23,19 @@ class AdmmState(NamedTuple):
   u: Any      # the scaled dual variable
   rho: Any    # the proximal weight, grown by admm.rho_growth at each update
   mask: Any   # True where a weight survives the hard prune (all True before it)
+  # The weights at pretraining's end, for audits that compare the dense model with the
+  # pruned one (`pruning.keep_dense`; {} when not kept). Checkpointed with the rest, so a
+  # resumed run still has them.
+  dense: Any = {}
 
 SECTIONS = {
     "pruning": {
         "keep": "paper",       # "paper", overall fraction, "uniform:F", "a,b,c", "fc1=0.1,..."
         "pretrain_epochs": 200.0,
         "retrain_epochs": 50.0,
+        # Keep the dense weights of pretraining's end in the state (`AdmmState.dense`), for
+        # audits that compare them with the pruned ones (`audits/differencing.py`).
+        "keep_dense": False,
     },
     "admm": {
         "epochs": 50.0,
@@ -43,6 +50,7 @@ def _validate(c, need, used):
   need(c.admm.rho >= 0, "admm.rho", "a number >= 0")
   need(c.admm.rho_growth >= 1.0, "admm.rho_growth", "a number >= 1")
   need(c.admm.update_every > 0, "admm.update_every", "a positive integer")
+  need(isinstance(c.pruning.keep_dense, bool), "pruning.keep_dense", "True or False")
   if used:
     pruning.parse_keep(c.pruning.keep)
 
@@ -61,14 +69,14 @@ def _build(config, phase_steps, model, tx, num_classes, num_members):
           Phase("pretrain", pretrain, plain),
           Phase("admm", admm,
                 functools.partial(_admm_step, model=model, tx=tx),
-                enter=_admm_enter,
+                enter=functools.partial(_admm_enter, keep_dense=admm > 0),
                 periodic=functools.partial(_admm_update, growth=config.admm.rho_growth),
                 every=config.admm.update_every),
           Phase("retrain", retrain,
                 functools.partial(steps.train_step, model=model, tx=tx, masked=True),
-                enter=functools.partial(_hard_prune, tx=tx)),
+                enter=functools.partial(_hard_prune, tx=tx, keep_dense=admm == 0)),
       ],
-      extra=_pruning_extra, hp=hp)
+      extra=functools.partial(_pruning_extra, keep_dense=config.pruning.keep_dense), hp=hp)
 
 
 DEFENCE = Defence(
@@ -77,13 +85,21 @@ DEFENCE = Defence(
             ("retrain", "pruning.retrain_epochs")),
     build=_build, sections=SECTIONS,
     sweeps={"keep": ("pruning.keep", "keep"), "rho": ("admm.rho", "rho")},
-    validate=_validate, traced=("counts", "rho"), terms=(("proximal", "admm"),))
+    validate=_validate, traced=("counts", "rho"), terms=(("proximal", "admm"),),
+    dense_phase="pretrain")
 
 
-def _pruning_extra(params) -> AdmmState:
+def _pruning_extra(params, keep_dense=False) -> AdmmState:
   zeros = jax.tree.map(jnp.zeros_like, params)
   return AdmmState(z=zeros, u=zeros, rho=jnp.zeros((), jnp.float32),
-                   mask=jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), params))
+                   mask=jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), params),
+                   dense=zeros if keep_dense else {})
+
+
+def _kept_dense(state, keep: bool) -> dict:
+  """{"dense": the weights now} where the state keeps them and `keep` says this is
+  pretraining's end (the first phase that changes them after pretraining begins); else {}."""
+  return {"dense": state.params} if keep and state.extra.dense else {}
 
 
 def _prunable_map(fn, counts, *trees):
@@ -92,10 +108,11 @@ def _prunable_map(fn, counts, *trees):
                       is_leaf=lambda x: x is None)
 
 
-def _admm_enter(state, hp):
+def _admm_enter(state, hp, keep_dense=False):
   z = pruning.project_tree(state.params, hp["counts"])
   u = jax.tree.map(jnp.zeros_like, state.params)
-  return state.replace(extra=state.extra._replace(z=z, u=u, rho=hp["rho"]))
+  return state.replace(extra=state.extra._replace(z=z, u=u, rho=hp["rho"],
+                                                  **_kept_dense(state, keep_dense)))
 
 
 def _admm_loss(params, batch_stats, model, batch, *, loss_fn, extra: AdmmState, counts):
@@ -130,9 +147,10 @@ def _admm_update(state, hp, *, growth):
   return state.replace(extra=extra), flat
 
 
-def _hard_prune(state, hp, *, tx):
-  """mask_i = top-n_i(|W_i|); W *= mask; fresh optimizer moments so nothing pruned revives."""
+def _hard_prune(state, hp, *, tx, keep_dense=False):
+  """mask_i = top-n_i(|W_i|); W *= mask; fresh optimizer moments so nothing pruned revives.
+  With no ADMM steps, pretraining ends here: its dense weights are kept first."""
   mask = pruning.mask_tree(state.params, hp["counts"])
   params = pruning.apply_mask(state.params, mask)
   return state.replace(params=params, opt_state=tx.init(params),
-                       extra=state.extra._replace(mask=mask))
+                       extra=state.extra._replace(mask=mask, **_kept_dense(state, keep_dense)))

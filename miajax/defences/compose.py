@@ -35,4 +35,5 @@ def compose(outer: Defence, inner: Defence, name: str | None = None) -> Defence:
       validate=validate, traced=inner.traced + outer.traced, terms=inner.terms + outer.terms,
       side_sets=outer.side_sets or inner.side_sets,
       check=check if inner.check or outer.check else None,
-      report_fields=inner.report_fields + outer.report_fields, step_cost=step_cost)
+      report_fields=inner.report_fields + outer.report_fields, step_cost=step_cost,
+      model_field=inner.model_field, dense_phase=inner.dense_phase)

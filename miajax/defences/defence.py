@@ -18,6 +18,8 @@ there was written before it.
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import jax
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -52,6 +54,24 @@ class Recipe:
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
   return int(round(epochs * steps_per_epoch))
 
+
+def state_fields(extra) -> tuple[str, ...]:
+  """The fields of a defence's typed state that hold something (also those of a wrapped
+  defence's, in `inner`): what an audit may read there ("dense": `kept_dense`)."""
+  if not (isinstance(extra, tuple) and hasattr(extra, "_fields")):
+    return ()
+  own = tuple(f for f, v in extra._asdict().items()
+              if f != "inner" and jax.tree.leaves(v))
+  return own + state_fields(getattr(extra, "inner", None))
+
+
+def kept_dense(extra):
+  """The weights a defence with a `dense_phase` kept at that phase's end (its state's `dense`,
+  also inside a wrapper's `inner`)."""
+  if hasattr(extra, "dense"):
+    return extra.dense
+  return kept_dense(extra.inner)
+
 # need(ok, field, allowed): config.validate's one-line error when not ok.
 Need = Callable[[bool, str, str], None]
 
@@ -84,6 +104,17 @@ class Defence:
   # (config, phase name) -> a step's cost in plain classifier steps (for a defence that wraps,
   # the cost it adds): the ETA's prior for a stack not yet timed, from the work per step.
   step_cost: Callable[[Any, str], float] | None = None
+  # The config field naming the model it trains instead of `model.name` (the narrow-model
+  # control), or None: `model.name`.
+  model_field: str | None = None
+  # The phase at whose end the weights are still dense (pruning's pretraining), or None. Such
+  # a defence keeps them in its state's `dense` field (`kept_dense`) (when its config asks), for audits that
+  # compare the dense model with the final one.
+  dense_phase: str | None = None
+
+  def model_name(self, config) -> str:
+    """The model its trials train: `model_field`'s value, else `model.name`."""
+    return field_value(config, self.model_field) if self.model_field else config.model.name
 
   def phase_steps(self, config, steps_per_epoch: int) -> tuple[int, ...]:
     """The steps of each phase, known before anything is built."""

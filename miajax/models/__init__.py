@@ -19,7 +19,7 @@ import flax.linen as nn
 
 from miajax.errors import UserError
 from miajax.models.cnn import CNN4
-from miajax.models.lenet import LeNet5
+from miajax.models.lenet import NARROW_WIDTHS, LeNet5
 from miajax.models.mobilenet import MobileNetV2
 from miajax.models.resnet import NORMS, ResNet18
 from miajax.models.vgg import VGG16
@@ -42,6 +42,9 @@ REGISTRY = {
         lambda n, norm: MobileNetV2(num_classes=n, norm=norm, imagenet=True)),
     "resnet18_imagenet": ModelSpec(
         lambda n, norm: ResNet18(num_classes=n, norm=norm, imagenet=True)),
+    # Not a model of the paper: the narrow-model control (`lenet.NARROW_WIDTHS`).
+    "lenet5_narrow": ModelSpec(lambda n, norm: LeNet5(num_classes=n, widths=NARROW_WIDTHS),
+                               normalised=False),
 }
 NAMES = tuple(REGISTRY)
 

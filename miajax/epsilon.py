@@ -97,10 +97,10 @@ def threshold_audit(scores, is_member, choose, measure, delta: float,
   on the examples `measure`, disjoint from them.
 
   Returns {epsilon_lower_bound, epsilon_estimate (the rates' own epsilon, no confidence;
-  None where it is infinite, a rate of exactly 0),
-  threshold, tp, members, fp, nonmembers, tpr, fpr, tpr_interval, fpr_interval (two-sided
-  `level` Clopper-Pearson), level, delta}; the bound is None when `measure` lacks members or
-  non-members.
+  None where it is infinite, a rate of exactly 0), threshold (None where the best calls no
+  one a member: no threshold beat chance there, and the bound is 0), tp, members, fp,
+  nonmembers, tpr, fpr, tpr_interval, fpr_interval (two-sided `level` Clopper-Pearson),
+  level, delta}; the bound is None when `measure` lacks members or non-members.
   """
   scores, is_member = _check(scores, is_member)
   choose, measure = np.asarray(choose, bool), np.asarray(measure, bool)
@@ -118,7 +118,7 @@ def threshold_audit(scores, is_member, choose, measure, delta: float,
   return out | {
       "epsilon_lower_bound": float(counts_bound(tp, n_in, fp, n_out, delta, level)),
       "epsilon_estimate": _finite_or_none(rates_bound(tp / n_in, fp / n_out, delta)),
-      "threshold": t, "tp": tp, "fp": fp, "tpr": tp / n_in, "fpr": fp / n_out,
+      "threshold": _finite_or_none(t), "tp": tp, "fp": fp, "tpr": tp / n_in, "fpr": fp / n_out,
       "tpr_interval": [float(_cp_lower(tp, n_in, alpha)), float(_cp_upper(tp, n_in, alpha))],
       "fpr_interval": [float(_cp_lower(fp, n_out, alpha)), float(_cp_upper(fp, n_out, alpha))]}
 

@@ -36,6 +36,12 @@ EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_samplin
                 # every candidate's split-0 AUC), with its numbers on the audit split.
                 "headline_attack", "headline_auc", "headline_accuracy", "headline_tpr_at_fpr",
                 "headline_selection",
+                # Empirical epsilon (audits/epsilon.py): the lower bound on the privacy loss
+                # (from the canaries, else the ordinary audit split), its confidence, the
+                # one-run bound on the canaries, the ordinary examples' bound, and the counts
+                # and thresholds behind them.
+                "epsilon_lower_bound", "epsilon_lower_bound_confidence",
+                "epsilon_lower_bound_one_run", "epsilon_lower_bound_ordinary", "epsilon_audit",
                 # True where a :smoke run trained on synthetic stand-ins (miajax.data.synthetic);
                 # `dataset` then reads "NAME (synthetic)". Absent for real data.
                 "synthetic")

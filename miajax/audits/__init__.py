@@ -10,6 +10,7 @@ trial from every audit's fields.
 import numpy as np
 
 from miajax import evaluate
+from miajax.audits import epsilon
 from miajax.audits import grad_norm
 from miajax.audits import lira
 from miajax.audits import margin
@@ -48,9 +49,10 @@ register(selection.GAIN)
 register(lira.AUDIT)
 register(margin.AUDIT)
 register(grad_norm.AUDIT)
+register(epsilon.AUDIT)
 
 # What a run measures unless config.audits says otherwise: every audit but the opt-in ones
-# (margin; grad_norm, which costs a backward pass per example).
+# (margin; grad_norm, which costs a backward pass per example; epsilon, the privacy scale).
 DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selection_gain",
            "lira")
 

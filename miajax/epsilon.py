@@ -63,6 +63,17 @@ def rates_bound(tpr, fpr, delta: float) -> np.ndarray:
                                          posinf=np.inf))
 
 
+def counts_interval(tp, members, fp, nonmembers, delta: float, level: float = LEVEL
+                    ) -> tuple[float, float | None]:
+  """(lower, upper): the `level` interval of the epsilon that a threshold's true rates
+  require, from its counts: `counts_bound`, and `rates_bound` at the other ends of the rates'
+  intervals (None where unbounded)."""
+  alpha = (1 - level) / 2
+  upper = rates_bound(_cp_upper(tp, members, alpha), _cp_lower(fp, nonmembers, alpha), delta)
+  return (float(counts_bound(tp, members, fp, nonmembers, delta, level)),
+          _finite_or_none(upper))
+
+
 def counts_bound(tp, members, fp, nonmembers, delta: float, level: float = LEVEL):
   """The `level` lower bound on epsilon from tp of `members` called members and fp of
   `nonmembers` called members: `rates_bound` at the Clopper-Pearson lower bound on TPR and
@@ -96,11 +107,14 @@ def threshold_audit(scores, is_member, choose, measure, delta: float,
   """The threshold bound: t chosen on the examples `choose` (a bool mask), the bound computed
   on the examples `measure`, disjoint from them.
 
-  Returns {epsilon_lower_bound, epsilon_estimate (the rates' own epsilon, no confidence;
-  None where it is infinite, a rate of exactly 0), threshold (None where the best calls no
-  one a member: no threshold beat chance there, and the bound is 0), tp, members, fp,
-  nonmembers, tpr, fpr, tpr_interval, fpr_interval (two-sided `level` Clopper-Pearson),
-  level, delta}; the bound is None when `measure` lacks members or non-members.
+  Returns {epsilon_lower_bound, epsilon_interval (the `level` interval of the epsilon that
+  this threshold's true rates require: the bound, and the same from the other ends of the
+  rates' intervals, None where that is unbounded), epsilon_estimate (the measured rates' own
+  epsilon, no confidence; None where it is infinite, a rate of exactly 0), threshold (None
+  where the best calls no one a member: no threshold beat chance there, and the bound is 0),
+  tp, members, fp, nonmembers, tpr, fpr, tpr_interval, fpr_interval (two-sided `level`
+  Clopper-Pearson), level, delta}; the bound is None when `measure` lacks members or
+  non-members.
   """
   scores, is_member = _check(scores, is_member)
   choose, measure = np.asarray(choose, bool), np.asarray(measure, bool)
@@ -109,14 +123,16 @@ def threshold_audit(scores, is_member, choose, measure, delta: float,
   n_in, n_out = int((is_member & measure).sum()), int((~is_member & measure).sum())
   out = {"level": level, "delta": delta, "members": n_in, "nonmembers": n_out}
   if min(n_in, n_out) == 0 or not choose.any():
-    return out | dict.fromkeys(("epsilon_lower_bound", "epsilon_estimate", "threshold", "tp",
-                                "fp", "tpr", "fpr", "tpr_interval", "fpr_interval"))
+    return out | dict.fromkeys(("epsilon_lower_bound", "epsilon_interval", "epsilon_estimate",
+                                "threshold", "tp", "fp", "tpr", "fpr", "tpr_interval",
+                                "fpr_interval"))
   t = best_threshold(scores[choose], is_member[choose], delta, level)
   called = scores >= t
   tp, fp = int((called & is_member & measure).sum()), int((called & ~is_member & measure).sum())
   alpha = (1 - level) / 2
+  interval = counts_interval(tp, n_in, fp, n_out, delta, level)
   return out | {
-      "epsilon_lower_bound": float(counts_bound(tp, n_in, fp, n_out, delta, level)),
+      "epsilon_lower_bound": interval[0], "epsilon_interval": list(interval),
       "epsilon_estimate": _finite_or_none(rates_bound(tp / n_in, fp / n_out, delta)),
       "threshold": _finite_or_none(t), "tp": tp, "fp": fp, "tpr": tp / n_in, "fpr": fp / n_out,
       "tpr_interval": [float(_cp_lower(tp, n_in, alpha)), float(_cp_upper(tp, n_in, alpha))],

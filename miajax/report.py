@@ -21,6 +21,9 @@ final checkpoint) and writes, to OUT (default DIR/report):
                         names (ATTACK_NAMES)
   fig3_weights.png      histogram of the nonzero prunable weights of the final checkpoint,
                         one seed per method (Fig. 3)
+  privacy.png           empirical epsilon (95% lower bound) and TPR at 0.1% FPR against test
+                        accuracy, a point per group of trials, with the table in table1.md
+                        (`privacy`; only for a run with the epsilon audit)
   tradeoff.png          attack AUC, attack accuracy and test accuracy against nonzero weights
                         across a sweep, a line per method, 95% intervals over seeds; with
                         selection.md, Algorithm 1's choice (both only for a swept run)
@@ -40,6 +43,7 @@ from absl import flags
 from miajax import cli
 from miajax import exposure
 from miajax import paired
+from miajax import privacy
 from miajax import results
 from miajax import selection
 from miajax import workdir as workdir_lib
@@ -158,7 +162,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
-             expo: dict | None = None) -> str:
+             expo: dict | None = None, priv: dict | None = None) -> str:
   lines = [f"# miajax report: {workdir}", "",
            *[f"**{line}**\n" for line in results.synthetic_banner(records)],
            "## Table 1: method comparison",
@@ -178,6 +182,10 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
   if expo:
     lines += ["", "## Exposure of the most exposed members", "", "```",
               exposure.table(expo), "```"]
+  if priv:
+    sentence = privacy.comparison(priv)
+    lines += ["", "## One privacy scale: empirical epsilon against test accuracy", "", "```",
+              privacy.table(priv), "```"] + (["", sentence + "."] if sentence else [])
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
     lines.append("No trial has weight counts.")
@@ -628,7 +636,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   comp = compression(records)
   dp = dp_rows(records)
   expo = exposure.compare(workdir, records, notes)
-  text = markdown(workdir, records, comp, dp, expo)
+  priv = privacy.points(records)
+  text = markdown(workdir, records, comp, dp, expo, priv)
   (out / "table1.md").write_text(text)
 
   figures: dict[str, str] = {}
@@ -647,7 +656,9 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
        "no record has per_class gaps and attack accuracies"),
       ("roc.png", rocs, plot_roc, "no trial has a scores.npz with score_* arrays"),
       ("fig3_weights.png", hists, plot_weights, "no trial has a readable checkpoint"),
-      *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else [])):
+      *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else []),
+      *([("privacy.png", priv, lambda d, p: privacy.plot(d, p, _pyplot), "")] if priv
+        else [])):
     if data:
       plot(data, out / filename)
       figures[filename] = "written"
@@ -662,7 +673,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       "matched_controls": paired.matched(records), "exposure": expo,
       "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
-      "fig3_weights": hists, "tradeoff": trade, "selection": choice, "figures": figures,
+      "fig3_weights": hists, "tradeoff": trade, "privacy": priv, "selection": choice,
+      "figures": figures,
       "notes": notes}
   (out / "report.json").write_text(json.dumps(_strict(report), indent=1, allow_nan=False))
   return report | {"markdown": text}

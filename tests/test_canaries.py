@@ -230,3 +230,22 @@ def test_honest_dp_sgd_stays_below_its_accounted_epsilon_on_the_same_audit(tmp_p
   record = _dp_run(tmp_path, data_dir)
   assert record["epsilon_lower_bound"] <= record["dp_epsilon"]
   assert record["epsilon_lower_bound_one_run"] <= record["dp_epsilon"]
+
+
+def test_the_leaky_privacy_config_puts_every_defence_on_the_epsilon_scale():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from miajax import trials  # pylint: disable=g-import-not-at-top
+  path = config_lib.__file__.replace("miajax/config.py", "configs/leaky_fashion_mnist_lenet5.py")
+  spec = importlib.util.spec_from_file_location("leaky", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for arg in ("privacy", "privacy,smoke"):
+    c = module.get_config(arg)
+    config_lib.validate(c)
+    assert c.canaries.count > 0 and c.canaries.kind == "mislabel" and "epsilon" in c.audits
+    methods = {t.method for t in trials.make(c)}
+    assert methods == {"baseline", "pruning", "minmax", "dp"}
+    groups = {t.group for t in trials.make(c)}
+    assert sum(g.startswith("pruning-") for g in groups) >= 2
+    assert sum(g.startswith("minmax-") for g in groups) >= 2
+    assert sum(g.startswith("dp-") for g in groups) >= 2

@@ -118,3 +118,12 @@ def test_guesses_take_the_highest_as_members_and_the_lowest_as_non_members():
 def test_bad_scores_raise_user_error(scores, member):
   with pytest.raises(UserError, match="allowed"):
     epsilon.best_threshold(scores, member, 1e-5)
+
+
+def test_the_interval_runs_from_the_bound_to_the_other_ends_of_the_rates_intervals():
+  lo, hi = epsilon.counts_interval(30, 100, 2, 100, 1e-5)
+  assert lo == pytest.approx(float(epsilon.counts_bound(30, 100, 2, 100, 1e-5)))
+  tpr_hi, fpr_lo = stats.beta.ppf(0.975, 31, 70), stats.beta.ppf(0.025, 2, 99)
+  assert hi == pytest.approx(math.log((tpr_hi - 1e-5) / fpr_lo), rel=1e-9)
+  assert lo < epsilon.rates_bound(0.3, 0.02, 1e-5) < hi
+  assert epsilon.counts_interval(30, 100, 0, 100, 1e-5)[1] is None   # FPR may be 0: unbounded

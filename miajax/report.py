@@ -513,6 +513,9 @@ def plot_tradeoff(points: dict[str, list[dict]], path: Path) -> None:
                              "test accuracy (%)")):
     scale = 1 if key == "attack_auc" else 100
     for method, ps in points.items():
+      ps = [p for p in ps if p[key]["mean"] is not None]   # e.g. a run without the NN attack
+      if not ps:
+        continue
       ys = [scale * p[key]["mean"] for p in ps]
       errs = [scale * (p[key]["half_width"] or 0) for p in ps]
       ax.errorbar([p["weights_nonzero"] for p in ps], ys, yerr=errs, marker="o", ms=4,

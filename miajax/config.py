@@ -111,6 +111,13 @@ def base() -> ml_collections.ConfigDict:
   c.lira.num_shadows = 0
   c.lira.rmia_offline_a = ml_collections.FieldReference(None, field_type=float)
 
+  # Canaries (miajax/canaries.py): `count` examples appended to the train split, each a member
+  # by a fair coin drawn from `seed`; "mislabel" (train images outside the members with a
+  # wrong label) or "ood" (noise images). The `epsilon` audit bounds the privacy loss from
+  # their `score` (a threshold audit's). 0 plants none.
+  from miajax import canaries  # pylint: disable=g-import-not-at-top
+  c.canaries = ml_collections.ConfigDict(canaries.SECTION)
+
   # The audits each trained trial is measured with (miajax/audits): those of the run's layout
   # run, LiRA's with lira.num_shadows > 0, the others otherwise. Opt-in beyond the default:
   # margin.
@@ -272,6 +279,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
        "None (chosen per target from the shadows) or a number in [0, 1]")
   need(not (c.split_per_trial and c.lira.num_shadows), "split_per_trial",
        "False with lira.num_shadows > 0 (LiRA draws each model's members from one pool)")
+  from miajax import canaries  # pylint: disable=g-import-not-at-top
+  canaries.validate(c, need)
   need(c.attack.epochs >= 0, "attack.epochs", "an integer >= 0")
   need(c.attack.batch_size > 0, "attack.batch_size", "a positive integer")
   need(c.attack.bootstrap_replicates >= 10, "attack.bootstrap_replicates", "an integer >= 10")

@@ -133,6 +133,14 @@ class StackOutputs:
             ("train", s.attack_members), ("test", s.reference), ("train", s.audit_members),
             ("test", s.audit))], axis=1))
 
+  def canaries(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every trial's (trials, canaries, C) logits on trial k's canaries, their labels and
+    membership coins (`Splits.canaries`, `Splits.canary_member`)."""
+    s = self.splits[k]
+    return self._once(("canaries", self.split_keys[k]), lambda: (
+        self._evaluate("train", s.canaries), labels(self.data, "train", s.canaries),
+        np.asarray(s.canary_member, bool)))
+
   def pool(self) -> tuple[np.ndarray, np.ndarray]:
     """A LiRA stack's (models, pool, C) logits and the pool's labels."""
     s = self.splits[0]

@@ -21,6 +21,9 @@ final checkpoint) and writes, to OUT (default DIR/report):
                         names (ATTACK_NAMES)
   fig3_weights.png      histogram of the nonzero prunable weights of the final checkpoint,
                         one seed per method (Fig. 3)
+  privacy.png           empirical epsilon (95% lower bound) and TPR at 0.1% FPR against test
+                        accuracy, a point per group of trials, with the table in table1.md
+                        (`privacy`; only for a run with the epsilon audit)
   tradeoff.png          attack AUC, attack accuracy and test accuracy against nonzero weights
                         across a sweep, a line per method, 95% intervals over seeds; with
                         selection.md, Algorithm 1's choice (both only for a swept run)
@@ -42,6 +45,7 @@ from absl import flags
 from miajax import cli
 from miajax import exposure
 from miajax import paired
+from miajax import privacy
 from miajax import privacy_utility
 from miajax import results
 from miajax import selection
@@ -156,7 +160,7 @@ def _num(x, spec: str) -> str:
 
 
 def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
-             expo: dict | None = None) -> str:
+             expo: dict | None = None, priv: dict | None = None) -> str:
   lines = [f"# miajax report: {workdir}", "",
            *[f"**{line}**\n" for line in results.synthetic_banner(records)],
            "## Table 1: method comparison",
@@ -176,6 +180,10 @@ def markdown(workdir: Path, records: list[dict], comp: dict, dp: list[dict],
   if expo:
     lines += ["", "## Exposure of the most exposed members", "", "```",
               exposure.table(expo), "```"]
+  if priv:
+    sentence = privacy.comparison(priv)
+    lines += ["", "## One privacy scale: empirical epsilon against test accuracy", "", "```",
+              privacy.table(priv), "```"] + (["", sentence + "."] if sentence else [])
   lines += ["", "## Table 4: weight pruning", ""]
   if not comp:
     lines.append("No trial has weight counts.")
@@ -503,6 +511,9 @@ def plot_tradeoff(points: dict[str, list[dict]], path: Path) -> None:
                              "test accuracy (%)")):
     scale = 1 if key == "attack_auc" else 100
     for method, ps in points.items():
+      ps = [p for p in ps if p[key]["mean"] is not None]   # e.g. a run without the NN attack
+      if not ps:
+        continue
       ys = [scale * p[key]["mean"] for p in ps]
       errs = [scale * (p[key]["half_width"] or 0) for p in ps]
       ax.errorbar([p["weights_nonzero"] for p in ps], ys, yerr=errs, marker="o", ms=4,
@@ -626,7 +637,8 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
   comp = compression(records)
   dp = dp_rows(records)
   expo = exposure.compare(workdir, records, notes)
-  text = markdown(workdir, records, comp, dp, expo)
+  priv = privacy.points(records)
+  text = markdown(workdir, records, comp, dp, expo, priv)
   (out / "table1.md").write_text(text)
 
   figures: dict[str, str] = {}
@@ -649,7 +661,9 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       *([("tradeoff.png", trade, plot_tradeoff, "")] if trade else []),
       ("attack_vs_accuracy.png", attacks,
        lambda data, path: privacy_utility.plot(data, path, _pyplot, _save),
-       "no record has an attack AUC")):
+       "no record has an attack AUC"),
+      *([("privacy.png", priv, lambda d, p: privacy.plot(d, p, _pyplot), "")] if priv
+        else [])):
     if data:
       plot(data, out / filename)
       figures[filename] = "written"
@@ -664,7 +678,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       "matched_controls": paired.matched(records), "exposure": expo,
       "table4_compression": comp, "dp": dp,
       "fig2_loss": curves, "fig4_gap_vs_attack": points, "roc": rocs,
-      "fig3_weights": hists, "tradeoff": trade, "attack_vs_accuracy": attacks,
+      "fig3_weights": hists, "tradeoff": trade, "attack_vs_accuracy": attacks, "privacy": priv,
       "selection": choice, "figures": figures,
       "notes": notes}
   (out / "report.json").write_text(json.dumps(_strict(report), indent=1, allow_nan=False))

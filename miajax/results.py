@@ -41,6 +41,12 @@ EXTRA_FIELDS = ("js_divergence", "per_class", "dp_noise_multiplier", "dp_samplin
                 # Opt-in audits beyond the threshold attacks: the pruning-aware attack
                 # (audits/samia.py) and the differencing attack (audits/differencing.py).
                 "samia", "differencing",
+                # Empirical epsilon (audits/epsilon.py): the lower bound on the privacy loss
+                # (from the canaries, else the ordinary audit split), its confidence, the
+                # one-run bound on the canaries, the ordinary examples' bound, and the counts
+                # and thresholds behind them.
+                "epsilon_lower_bound", "epsilon_lower_bound_confidence",
+                "epsilon_lower_bound_one_run", "epsilon_lower_bound_ordinary", "epsilon_audit",
                 # True where a :smoke run trained on synthetic stand-ins (miajax.data.synthetic);
                 # `dataset` then reads "NAME (synthetic)". Absent for real data.
                 "synthetic")

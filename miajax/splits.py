@@ -37,6 +37,10 @@ class Splits:
   audit_members: np.ndarray     # subset of train disjoint from attack_members, |audit| of them
   minmax_members: np.ndarray    # Min-Max's inner attack: half of train, drawn on its own
   minmax_reference: np.ndarray  # Min-Max's inner attack: test examples, apart from the two above
+  # Canaries (miajax/canaries.py): rows appended to the train split, each a member (in
+  # `train`) by its own fair coin; never in any set above but `train`. Empty without them.
+  canaries: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+  canary_member: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
 
   def save(self, path: str | Path) -> None:
     np.savez(path, **dataclasses.asdict(self))
@@ -48,7 +52,7 @@ class Splits:
   @classmethod
   def load(cls, path: str | Path) -> "Splits":
     with np.load(path) as f:
-      # Files written before the Min-Max sets existed load with those sets empty.
+      # Files written before the Min-Max sets (or the canaries) existed load with those empty.
       return cls(**{k.name: f[k.name] if k.name in f else np.zeros(0, np.int64)
                     for k in dataclasses.fields(cls)})
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from miajax import canaries
 from miajax import config as config_lib
 from miajax import defences
 from miajax import lira
@@ -57,6 +58,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   trial_splits = {t.name: splits_lib.make(
       (config.seed, t.seed), data.num_examples("train"), data.num_examples("test"),
       config.data.train_size) if config.split_per_trial else split for t in trials}
+  # Canary rows appended to the train split, the members among them added to every `train`.
+  data, split, trial_splits = canaries.insert(config, data, split, trial_splits)
   lira_keep, steps_per_epoch = _lira_keep_and_steps(config, trials, split)
   config_json = json.loads(config.to_json_best_effort())
   _check_same_run(workdir, config_json)

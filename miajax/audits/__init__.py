@@ -11,6 +11,7 @@ import numpy as np
 
 from miajax import evaluate
 from miajax.audits import differencing
+from miajax.audits import epsilon
 from miajax.audits import grad_norm
 from miajax.audits import lira
 from miajax.audits import margin
@@ -52,10 +53,12 @@ register(margin.AUDIT)
 register(grad_norm.AUDIT)
 register(samia.AUDIT)
 register(differencing.AUDIT)
+register(epsilon.AUDIT)
 
 # What a run measures unless config.audits says otherwise: every audit but the opt-in ones
 # (margin; grad_norm, which costs a backward pass per example; samia, several forward passes
-# per example; differencing, which needs the dense weights kept, pruning.keep_dense).
+# per example; differencing, which needs the dense weights kept, pruning.keep_dense; epsilon, the
+# privacy scale).
 DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selection_gain",
            "lira")
 

@@ -134,7 +134,9 @@ class Stack:
     init = functools.partial(steps.init, model=self.model, tx=self.tx,
                              input_shape=run.data.input_shape, extra_fn=self.recipe.extra)
     keys = jnp.stack([jax.random.PRNGKey(t.seed) for t in group])
-    self.state = jax.jit(jax.vmap(init), out_shardings=self.state_sharding)(keys)
+    variables = steps.init_variables(self.model, tuple(run.data.input_shape), keys)
+    self.state = jax.jit(jax.vmap(lambda k, v: init(k, variables=v)),
+                         out_shardings=self.state_sharding)(keys, variables)
     self.hp = jax.device_put(stack_hp(self.recipes, self.state), self.state_sharding)
     self.ckpt = checkpoint_lib.TrialCheckpoints(run.workdir, self.names)
     self.start, restored = self.ckpt.restore_latest(self.state, self.state_sharding)

@@ -42,16 +42,29 @@ def optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def init(key: jax.Array, model, tx: optax.GradientTransformation, input_shape, extra_fn=None
-         ) -> TrainState:
-  """One trial's initial state; `extra_fn(params) -> extra` adds method state."""
+def init(key: jax.Array, model, tx: optax.GradientTransformation, input_shape, extra_fn=None,
+         variables=None) -> TrainState:
+  """One trial's initial state; `extra_fn(params) -> extra` adds method state. `variables`:
+  the model's, if already drawn from `key` (`init_variables`)."""
   init_key, key = jax.random.split(key)
-  variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  if variables is None:
+    variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), key=key,
       extra=extra_fn(params) if extra_fn else {})
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_variables(model, input_shape, keys: jax.Array):
+  """Each trial's model variables, drawn from its key as `init` draws them: one program per
+  model, input shape and trial count, shared by every stack of a run (the model's initialisers
+  were most of each method's init compile: 2 of its 1.6-2.6 s, benchmarks/NOTES.md)."""
+  def one(key):
+    return model.init(jax.random.split(key)[0], jnp.zeros((1, *input_shape), jnp.float32),
+                      train=False)
+  return jax.vmap(one)(keys)
 
 
 def forward(model, params, batch_stats, images, train: bool):

@@ -26,7 +26,8 @@ Sections (each prints a table; `--json PATH` writes every number):
             and warm (the same compiled programs run again; best of --rounds - 1, so with
             --rounds 1 the warm columns repeat the cold run) walls.
   c         A 4-trial sparsity sweep (keep 0.5, 0.2, 0.1, 0.05) at the same budget: miajax as
-            one stack with the CPU default strategy "loop" and with "vmap"; PyTorch runs the
+            one stack with "loop" and "vmap" on one device and with "devices" (the CPU default
+            with several cores: a device per core); PyTorch runs the
             4 trials one after another.
   profile   Where the time of miajax's step goes: host batch assembly, placement, the
             compiled step (blocking and pipelined), metric fetches, the trial-stack lift
@@ -82,6 +83,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from miajax import cores  # pylint: disable=g-import-not-at-top,wrong-import-position
+cores.claim(jax)   # one CPU device per core, as `python -m miajax.main` does
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -90,6 +93,7 @@ from miajax import config as config_lib  # pylint: disable=g-import-not-at-top,w
 from miajax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax import pruning  # pylint: disable=g-import-not-at-top,wrong-import-position
+from miajax import stack as stack_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from miajax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -174,11 +178,11 @@ class MiajaxJob:
     recipe = self.recipes[0]
     self.k = len(keeps)
     self.seeds = np.full(self.k, seed)
-    n = jax.device_count()
-    trial = max(d for d in range(1, n + 1) if n % d == 0 and self.k % d == 0)
-    trial = trial if strategy == "vmap" else 1
-    self.mesh = jax.make_mesh((trial, n // trial), ("trial", "data"),
-                              axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    # "devices" over every core's device (stack.make_mesh); the others on one device, as a
+    # process with one CPU device runs them.
+    self.mesh = (stack_lib.make_mesh(self.k, BATCH, strategy) if strategy == "devices" else
+                 jax.make_mesh((1, 1), ("trial", "data"), devices=jax.devices()[:1],
+                               axis_types=(jax.sharding.AxisType.Auto,) * 2))
     init = functools.partial(steps.init, model=self.model, tx=self.tx,
                              input_shape=data.input_shape, extra_fn=recipe.extra)
     self.init = jax.jit(jax.vmap(init), out_shardings=NamedSharding(self.mesh, P("trial")))
@@ -203,7 +207,7 @@ class MiajaxJob:
     params0 = jax.tree.map(lambda x: x[0], state.params)
     hp = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
                       *[r.hp(params0) for r in self.recipes])
-    return state, hp
+    return state, jax.device_put(hp, NamedSharding(self.mesh, P("trial")))
 
   def run(self, steps_limit=None):
     """Trains every phase (or only the first `steps_limit` steps of the first phase)."""
@@ -213,10 +217,12 @@ class MiajaxJob:
       end = begin + (phase.steps if steps_limit is None else min(phase.steps, steps_limit))
       if enter is not None:
         state = enter(state, hp)[0]
-      batches = pipeline.train_batches(self.data, self.members, self.seeds, BATCH, begin, end)
+      batches = pipeline.prefetch(
+          pipeline.train_batches(self.data, self.members, self.seeds, BATCH, begin, end),
+          lambda b: pipeline.place(b, self.mesh))
       window = []
       for step in range(begin, end):
-        batch = pipeline.place(next(batches), self.mesh)
+        batch = next(batches)
         state, metrics = step_fn(state, batch, hp)
         window.append(metrics)
         done = step + 1
@@ -516,8 +522,8 @@ def interleaved(runs, rounds):
 def section_a(ctx):
   args, data, members = ctx["args"], ctx["data"], ctx["members"]
   n = args.steps
-  job = MiajaxJob(data, members, "baseline", [None], "loop", n, 10**9, args.data_dir,
-                  evaluate=False)
+  job = MiajaxJob(data, members, "baseline", [None], steps.default_strategy(), n, 10**9,
+                  args.data_dir, evaluate=False)
   tjob = TorchJob(data, members, ctx["torch_settings"], ctx["init_params"])
   job.run(steps_limit=20)                     # compile
   tjob.run("baseline", steps_limit=20, evaluate=False)
@@ -579,11 +585,12 @@ def _trial_rows(ctx, keeps, strategies):
 
 
 def section_b(ctx):
-  return _trial_rows(ctx, ("paper",), ("loop",))
+  return _trial_rows(ctx, ("paper",), (steps.default_strategy(),))
 
 
 def section_c(ctx):
-  return _trial_rows(ctx, SWEEP_KEEPS, ("loop", "vmap"))
+  return _trial_rows(ctx, SWEEP_KEEPS, ("loop", "vmap") + (
+      ("devices",) if jax.local_device_count() > 1 else ()))
 
 
 def _bare_step():

@@ -13,7 +13,7 @@ import ml_collections
 from miajax.errors import UserError, finite_positive
 
 OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("auto", "vmap", "map", "loop")
+STRATEGIES = ("auto", "vmap", "map", "loop", "devices")
 
 
 def __getattr__(name: str):
@@ -68,7 +68,7 @@ def base() -> ml_collections.ConfigDict:
   c.train.metrics_every = 10   # steps between curve points (metrics.jsonl, TensorBoard, NaN
                                # checks); at most log_every
   c.train.checkpoint_every = 500
-  c.train.strategy = "auto"    # how trials execute: vmap, map, loop; auto: loop on CPU, else vmap
+  c.train.strategy = "auto"    # how trials execute: vmap, map, loop, devices; see steps.lift
 
   # Each defence's own sections (pruning, admm, minmax, dp, ...), declared in its module.
   from miajax import defences  # pylint: disable=g-import-not-at-top

@@ -23,6 +23,7 @@ passed with a `mask`, the sum divided by the expected batch size. Shuffled fixed
 the common approximation, are not what this accountant bounds.
 """
 
+import contextlib
 import math
 import numbers
 from typing import Any, Callable, Mapping
@@ -47,6 +48,19 @@ def _is_real(x) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+_one_device = [False]
+
+
+@contextlib.contextmanager
+def one_device_program():
+  """Traces inside run as a program on a single device, whatever the device count."""
+  before, _one_device[0] = _one_device[0], True
+  try:
+    yield
+  finally:
+    _one_device[0] = before
+
+
 def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
   """Gradient of `loss_fn` for each example of `batch`.
 
@@ -66,10 +80,12 @@ def per_example_grads(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
   `benchmarks/per_example_conv_bug.py` reproduces it), while each `lax.map` iteration is the
   single-example program, which every partitioning computes right. The loop reads the whole
   batch, so a "data"-sharded batch is gathered and every device computes every example. On
-  one device `vmap(grad)` is right and 1.6-3x faster (`benchmarks/per_example_grads.py`).
+  one device `vmap(grad)` is right and 1.6-3x faster (`benchmarks/per_example_grads.py`), and
+  so it is in a program traced under `one_device_program()` (steps.lift's "devices" strategy),
+  which runs on one device of many.
   """
   grad = jax.grad(loss_fn)
-  if jax.device_count() == 1:
+  if jax.device_count() == 1 or _one_device[0]:
     return jax.vmap(grad, in_axes=(None, 0))(params, batch)
   return jax.lax.map(lambda example: grad(params, example), batch)
 

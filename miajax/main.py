@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from miajax import cores
 from miajax import shipped_configs
 from miajax.errors import Interrupted, UserError, check_package
 
@@ -88,6 +89,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   _compilation_cache(jax)
+  if not _COORDINATOR.value:
+    cores.claim(jax)        # one CPU device per core; multi-process launches set their own
   if _COORDINATOR.value == "auto":
     jax.distributed.initialize()
   elif _COORDINATOR.value:

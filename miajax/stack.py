@@ -136,8 +136,10 @@ class Stack:
     init = functools.partial(steps.init, model=self.model, tx=self.tx,
                              input_shape=run.data.input_shape, extra_fn=self.recipe.extra)
     keys = jnp.stack([jax.random.PRNGKey(t.seed) for t in group])
-    self.state = jax.jit(jax.vmap(init), out_shardings=self.state_sharding)(keys)
-    self.hp = stack_hp(self.recipes, self.state)
+    variables = steps.init_variables(self.model, tuple(run.data.input_shape), keys)
+    self.state = jax.jit(jax.vmap(lambda k, v: init(k, variables=v)),
+                         out_shardings=self.state_sharding)(keys, variables)
+    self.hp = jax.device_put(stack_hp(self.recipes, self.state), self.state_sharding)
     self.ckpt = checkpoint_lib.TrialCheckpoints(run.workdir, self.names)
     self.start, restored = self.ckpt.restore_latest(self.state, self.state_sharding)
     if self.start:
@@ -169,7 +171,17 @@ class Stack:
     if self.start == begin and phase.enter is not None:
       enter = steps.lift_update(lambda s, h: (phase.enter(s, h), {}), run.strategy)
       self.state = enter(self.state, self.hp)[0]
-    batches = self.batches(self.start, end)
+    # The next batches are read and placed in the background while a step runs.
+    batches = pipeline.prefetch(self.batches(self.start, end),
+                                lambda b: pipeline.place(b, self.mesh))
+    try:
+      self._train(phase, begin, end, batches)
+    finally:
+      batches.close()
+    self.start = end
+
+  def _train(self, phase, begin: int, end: int, batches) -> None:
+    run, progress = self.run, self.run.progress
     step_fn = steps.lift(phase.step, run.strategy)
     periodic = steps.lift_update(phase.periodic, run.strategy) if phase.periodic else None
     window = _Window(self, phase, end)
@@ -177,7 +189,7 @@ class Stack:
     # there, wait for the step before last (accelerators keep the queue unbounded).
     bounded = jax.default_backend() == "cpu" and jax.local_device_count() > 1
     for step in range(self.start, end):
-      batch = pipeline.place(next(batches), self.mesh)
+      batch = next(batches)
       self.state, metrics = step_fn(self.state, batch, self.hp)
       if step == self.start:
         # The first step compiles: its time is the phase's compile, not its training rate.
@@ -193,7 +205,6 @@ class Stack:
         window.periodic(done, jax.device_get(update_metrics))
       window.maybe_record(done)
       self._maybe_checkpoint(phase.name, done, end)
-    self.start = end
 
   def _maybe_checkpoint(self, phase: str, done: int, end: int) -> None:
     """Saves every checkpoint_every steps and at the phase's end; stops here when asked."""
@@ -356,9 +367,18 @@ def stack_hp(recipes, state) -> dict:
 
 
 def make_mesh(num_trials: int, batch_size: int, strategy: str) -> jax.sharding.Mesh:
-  """("trial", "data"): trials spread over devices when vmapped, the batch over the rest."""
+  """("trial", "data"): trials spread over devices when vmapped, the batch over the rest; for
+  "devices", trials over as many of this process's devices as divide them evenly, "data" 1."""
   n = jax.device_count()
   trial = max(d for d in range(1, n + 1) if n % d == 0 and num_trials % d == 0)
+  if strategy == "devices":
+    if jax.process_count() > 1:
+      raise UserError(f"train.strategy=devices runs in one process, not "
+                      f"{jax.process_count()}; allowed: loop or vmap")
+    local = jax.local_device_count()
+    trial = max(d for d in range(1, local + 1) if num_trials % d == 0)
+    return jax.make_mesh((trial, 1), ("trial", "data"), devices=jax.devices()[:trial],
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
   if strategy != "vmap":
     trial = 1
   data = n // trial

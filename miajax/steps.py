@@ -6,6 +6,7 @@ only in those values share one compiled program. `lift` turns it into a step ove
 trials (a leading trial axis on state, batch and hp) with either `jax.vmap` or `lax.map`.
 """
 
+import contextlib
 import functools
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from miajax import dp as dp_lib
 
@@ -40,16 +42,29 @@ def optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def init(key: jax.Array, model, tx: optax.GradientTransformation, input_shape, extra_fn=None
-         ) -> TrainState:
-  """One trial's initial state; `extra_fn(params) -> extra` adds method state."""
+def init(key: jax.Array, model, tx: optax.GradientTransformation, input_shape, extra_fn=None,
+         variables=None) -> TrainState:
+  """One trial's initial state; `extra_fn(params) -> extra` adds method state. `variables`:
+  the model's, if already drawn from `key` (`init_variables`)."""
   init_key, key = jax.random.split(key)
-  variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  if variables is None:
+    variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), key=key,
       extra=extra_fn(params) if extra_fn else {})
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_variables(model, input_shape, keys: jax.Array):
+  """Each trial's model variables, drawn from its key as `init` draws them: one program per
+  model, input shape and trial count, shared by every stack of a run (the model's initialisers
+  were most of each method's init compile: 2 of its 1.6-2.6 s, benchmarks/NOTES.md)."""
+  def one(key):
+    return model.init(jax.random.split(key)[0], jnp.zeros((1, *input_shape), jnp.float32),
+                      train=False)
+  return jax.vmap(one)(keys)
 
 
 def forward(model, params, batch_stats, images, train: bool):
@@ -136,7 +151,10 @@ def lift(step: Step, strategy: str, donate: bool = True) -> Step:
   vmap batches the trials into one program (grouped convolutions on XLA:CPU, which run at
   about half the per-trial speed); map runs them one after another inside one program (a
   while loop, slow on XLA:CPU); loop calls one compiled single-trial program per trial, which
-  reads and writes its slice of the stack in place (the trial index is traced).
+  reads and writes its slice of the stack in place (the trial index is traced); devices is
+  loop on each device's own block of trials (the stack sharded over "trial", one device per
+  core on CPU), each device's programs fed only from its own buffers, so the devices train at
+  once.
   """
   donate_argnums = (0,) if donate else ()
   if strategy == "vmap":
@@ -144,15 +162,16 @@ def lift(step: Step, strategy: str, donate: bool = True) -> Step:
   if strategy == "map":
     return jax.jit(lambda state, batch, hp: jax.lax.map(lambda a: step(*a), (state, batch, hp)),
                    donate_argnums=donate_argnums)
-  if strategy != "loop":
+  if strategy not in ("loop", "devices"):
     raise ValueError(f"unknown strategy {strategy!r}")
 
   @functools.partial(jax.jit, donate_argnums=donate_argnums)
   def one(stack, batch, hp, k):
     # Trial k is read and written in place: one program for every k, no restacking.
     take = lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False)
-    state, metrics = step(jax.tree.map(take, stack), jax.tree.map(take, batch),
-                          jax.tree.map(take, hp))
+    with _traced_for(strategy):
+      state, metrics = step(jax.tree.map(take, stack), jax.tree.map(take, batch),
+                            jax.tree.map(take, hp))
     put = lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, k, 0)
     return jax.tree.map(put, stack, state), metrics
 
@@ -162,7 +181,65 @@ def lift(step: Step, strategy: str, donate: bool = True) -> Step:
       stack, m = one(stack, batch, hp, k)
       metrics.append(m)
     return stack, _stack_metrics(*metrics)
-  return looped
+
+  def spread(stack, batch, hp):
+    devices, sharding = _trial_devices(stack)
+    if len(devices) == 1:
+      return looped(stack, batch, hp)
+    parts = [list(p) for p in zip(*(_parts(t, devices) for t in (stack, batch, hp)))]
+    local = len(jax.tree.leaves(stack)[0]) // len(devices)
+    metrics = [[] for _ in devices]
+    for k in range(local):            # dispatched alternately, so every device is busy
+      for d, (s, b, h) in enumerate(parts):
+        parts[d][0], m = one(s, b, h, k)
+        metrics[d].append(m)
+    return (_join([p[0] for p in parts], sharding),
+            _join([_stack_metrics(*m) for m in metrics], sharding))
+
+  return spread if strategy == "devices" else looped
+
+
+def _traced_for(strategy: str):
+  """"devices" traces single-trial programs for one device (dp.one_device_program)."""
+  return dp_lib.one_device_program() if strategy == "devices" else contextlib.nullcontext()
+
+
+def _trial_devices(stack):
+  """The devices of a stack sharded over a ("trial", "data") mesh with "data" of size 1, in
+  trial order, and that trial sharding."""
+  sharding = jax.tree.leaves(stack)[0].sharding
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or mesh.axis_names != ("trial", "data") or mesh.shape["data"] != 1:
+    raise ValueError("strategy 'devices' needs the stack sharded over a (trial, data) mesh "
+                     "with one device on data (stack.make_mesh)")
+  return list(mesh.devices[:, 0]), NamedSharding(mesh, P("trial"))
+
+
+def _parts(tree, devices, stacked: bool = True) -> list:
+  """Per device, its part of `tree`: its block of trials (stacked) or the whole (shared), the
+  shard it already holds where the layout matches; otherwise copied there (a slower path)."""
+  n = len(devices)
+
+  def split(x):
+    shards = {s.device: s.data for s in x.addressable_shards}
+    want = (x.shape[0] // n, *x.shape[1:]) if stacked else x.shape
+    if all(d in shards and shards[d].shape == want for d in devices):
+      return [shards[d] for d in devices]
+    if not stacked:
+      return [jax.device_put(x, d) for d in devices]
+    return [jax.device_put(x[i * want[0]:(i + 1) * want[0]], d) for i, d in enumerate(devices)]
+
+  leaves, treedef = jax.tree.flatten(tree)
+  per_leaf = [split(x) for x in leaves]
+  return [treedef.unflatten([p[d] for p in per_leaf]) for d in range(n)]
+
+
+def _join(parts: list, sharding) -> Any:
+  """Per-device blocks of trials -> one stack laid out by `sharding`."""
+  def join(*blocks):
+    shape = (sum(b.shape[0] for b in blocks), *blocks[0].shape[1:])
+    return jax.make_array_from_single_device_arrays(shape, sharding, list(blocks))
+  return jax.tree.map(join, *parts)
 
 
 @jax.jit
@@ -185,17 +262,34 @@ def lift_eval(fn: Callable, strategy: str) -> Callable:
 
   @jax.jit
   def one(stack, images, k):
-    return fn(jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False), stack),
-              images)
+    with _traced_for(strategy):
+      return fn(jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False),
+                             stack), images)
 
   def looped(stack, images):
     n = jax.tree.leaves(stack)[0].shape[0]
     return _stack_metrics(*[one(stack, images, k) for k in range(n)])
-  return looped
+
+  def spread(stack, images):
+    devices, sharding = _trial_devices(stack)
+    if len(devices) == 1:
+      return looped(stack, images)
+    stacks, shared = _parts(stack, devices), _parts(images, devices, stacked=False)
+    local = len(jax.tree.leaves(stack)[0]) // len(devices)
+    outs = [[] for _ in devices]
+    for k in range(local):
+      for d in range(len(devices)):
+        outs[d].append(one(stacks[d], shared[d], k))
+    return _join([_stack_metrics(*o) for o in outs], sharding)
+
+  return spread if strategy == "devices" else looped
 
 
 def default_strategy() -> str:
   """From benchmarks/run.py: vmap on accelerators; on XLA:CPU a loop of single-trial programs
   (vmap ran 4 LeNet-5 trials at 0.43x the per-trial speed of the plain step, lax.map at 0.2x,
-  the loop at 0.96x)."""
-  return "loop" if jax.default_backend() == "cpu" else "vmap"
+  the loop at 0.96x), over one device per core where there are several (cores.py) in one
+  process (benchmarks/NOTES.md, 2026-12-04)."""
+  if jax.default_backend() != "cpu":
+    return "vmap"
+  return "devices" if jax.local_device_count() > 1 and jax.process_count() == 1 else "loop"

@@ -1,6 +1,11 @@
 """Training batches: what each trial reads, in which order, and that a resumed run reads the same."""
 
+import dataclasses
+import threading
+import time
+
 import numpy as np
+import pytest
 
 from miajax.data import pipeline
 from miajax.data import specs
@@ -65,3 +70,51 @@ def test_per_trial_members_and_side_sets_read_only_their_own_rows():
     assert s["mem/image"].shape == (2, 2, 4)
     assert set(s["mem/image"][0].ravel()) <= set(range(8))
     assert set(s["mem/image"][1].ravel()) <= set(range(20, 28))
+
+
+def _prefetched(make, depth=2):
+  """The batches of make() through pipeline.prefetch, placed on a one-device mesh as a run
+  places them, back on the host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((1, 1), ("trial", "data"), devices=jax.devices()[:1],
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  return [jax.device_get(b) for b in pipeline.prefetch(
+      make(), lambda b: pipeline.place(b, mesh), depth)]
+
+
+def test_prefetching_yields_exactly_the_plain_batches_also_after_a_resume():
+  data = _data()
+  side = {"mem": ("train", np.arange(1, NUM_TRAIN, 2), 2)}
+  augmented = dataclasses.replace(data, augment=True)
+  for d, sets in ((data, None), (augmented, side)):
+    for start in (0, 7):       # a fresh run, and one resumed mid-epoch
+      make = lambda: pipeline.train_batches(d, MEMBERS, np.asarray([7, 8]), 4, start, 13,
+                                            side_sets=sets)
+      plain, fetched = list(make()), _prefetched(make)
+      assert len(fetched) == len(plain) == 13 - start
+      for a, b in zip(plain, fetched):
+        assert a.keys() == b.keys()
+        for key in a:
+          np.testing.assert_array_equal(a[key], b[key])
+  make = lambda: pipeline.poisson_batches(data, MEMBERS, np.asarray([3]), 4, 5, 12, 16)
+  for a, b in zip(list(make()), _prefetched(make, depth=1), strict=True):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_prefetching_raises_the_readers_error_and_stops_when_closed():
+  def failing():
+    yield {"x": np.zeros(1)}
+    raise OSError("unreadable record")
+  got = pipeline.prefetch(failing())
+  assert next(got)["x"].shape == (1,)
+  with pytest.raises(OSError, match="unreadable record"):
+    next(got)
+  endless = pipeline.prefetch(iter(lambda: {"x": np.zeros(1)}, None), depth=1)
+  next(endless)
+  endless.close()                      # the reader thread sees the stop and ends
+  for _ in range(50):
+    if not any(t.name == "miajax-prefetch" for t in threading.enumerate()):
+      break
+    time.sleep(0.1)
+  assert not any(t.name == "miajax-prefetch" for t in threading.enumerate())

@@ -13,7 +13,9 @@ array_record source per batch.
 """
 
 import dataclasses
-from typing import Any, Iterator
+import queue
+import threading
+from typing import Any, Callable, Iterator
 
 import grain
 import jax
@@ -318,6 +320,48 @@ def eval_batches(data: Data, split: str, indices: np.ndarray, batch_size: int
     idx = np.pad(idx, (0, batch_size - valid), mode="edge")
     rows = slice(host * batch_size // hosts, (host + 1) * batch_size // hosts)
     yield data.read(split, idx[rows]), valid
+
+
+_END = object()
+
+
+def prefetch(batches: Iterator, prepare: Callable = lambda b: b, depth: int = 2) -> Iterator:
+  """`prepare(b)` for each b of `batches`, in order, the next `depth` made by a background
+  thread while the caller computes with the current one: reading, augmenting and placing a
+  batch leave the step's critical path. The batches are those of `batches` exactly, so a
+  resumed run still reads what an uninterrupted one would. Closing the generator stops the
+  thread; an error in it is raised here."""
+  ready, stop = queue.Queue(maxsize=depth), threading.Event()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        ready.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def work():
+    try:
+      for b in batches:
+        if not put((prepare(b), None)):
+          return
+      put((_END, None))
+    except BaseException as e:  # pylint: disable=broad-except
+      put((None, e))
+
+  threading.Thread(target=work, daemon=True, name="miajax-prefetch").start()
+  try:
+    while True:
+      item, error = ready.get()
+      if error is not None:
+        raise error
+      if item is _END:
+        return
+      yield item
+  finally:
+    stop.set()
 
 
 def place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

@@ -62,7 +62,7 @@ def _build(config, phase_steps, model, tx, num_classes, num_members):
 
 
 def _check(recipe, state, mesh, strategy, data):
-  if jax.device_count() > 1:
+  if mesh.devices.size > 1:
     check_per_example_grads(recipe.example_loss, state, mesh, strategy, data)
 
 

@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from miajax import paths
 from miajax import shipped_configs
 from miajax.errors import Interrupted, UserError, check_package
 
@@ -135,7 +136,7 @@ def _train_recording_command(train, config, workdir: str) -> None:
   with: written by the run that created DIR/config.json, or by the first resume that was not
   refused (runs started before this record existed), and never over an existing one."""
   import jax  # pylint: disable=g-import-not-at-top
-  config_json, record = Path(workdir) / "config.json", Path(workdir) / COMMAND_JSON
+  config_json, record = paths.of(workdir) / "config.json", paths.of(workdir) / COMMAND_JSON
   new = not config_json.exists()
   refused = False
   try:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miajax import paths
 from miajax.errors import UserError
 
 
@@ -39,7 +40,7 @@ class Splits:
   minmax_reference: np.ndarray  # Min-Max's inner attack: test examples, apart from the two above
 
   def save(self, path: str | Path) -> None:
-    np.savez(path, **dataclasses.asdict(self))
+    paths.savez(path, **dataclasses.asdict(self))
 
   def same_as(self, other: "Splits") -> bool:
     return all(np.array_equal(getattr(self, f.name), getattr(other, f.name))
@@ -47,7 +48,7 @@ class Splits:
 
   @classmethod
   def load(cls, path: str | Path) -> "Splits":
-    with np.load(path) as f:
+    with paths.load_npz(path) as f:
       # Files written before the Min-Max sets existed load with those sets empty.
       return cls(**{k.name: f[k.name] if k.name in f else np.zeros(0, np.int64)
                     for k in dataclasses.fields(cls)})

@@ -136,6 +136,7 @@ def _train_recording_command(train, config, workdir: str) -> None:
   with: written by the run that created DIR/config.json, or by the first resume that was not
   refused (runs started before this record existed), and never over an existing one."""
   import jax  # pylint: disable=g-import-not-at-top
+  train.check_workdir(workdir)    # a bucket that cannot be written: one line, first
   config_json, record = paths.of(workdir) / "config.json", paths.of(workdir) / COMMAND_JSON
   new = not config_json.exists()
   refused = False
@@ -145,13 +146,13 @@ def _train_recording_command(train, config, workdir: str) -> None:
     refused = True
     raise
   finally:
-    if ((new or not refused) and config_json.exists() and not record.exists()
-        and jax.process_index() == 0):
-      try:
+    try:
+      if ((new or not refused) and jax.process_index() == 0 and config_json.exists()
+          and not record.exists()):
         record.write_text(json.dumps({"config": _config_arg(), "argv": sys.argv[1:]},
                                      indent=1))
-      except OSError:
-        pass   # a record for messages only: never the reason a run fails
+    except Exception:  # pylint: disable=broad-except
+      pass   # a record for messages only (OSError, or a bucket's own errors): never fatal
 
 
 def _config_arg() -> str:

@@ -10,9 +10,11 @@ an object is under it.
 """
 
 import io
+import logging
 import os
 import pathlib
 import shutil
+import uuid
 from typing import Any
 
 import numpy as np
@@ -116,19 +118,26 @@ def mtime_ns(path: Any) -> int:
   return 0
 
 
-def check_writable(path: Any, what: str) -> None:
+def check_writable(path: Any, label: str) -> None:
   """A gs:// directory that can be written: its bucket exists and takes an object (a probe,
-  deleted at once). Anything else is one UserError naming the bucket, before any work."""
+  deleted at once). Anything else is one UserError, `label` (the flag) and the bucket."""
   path = of(path)
-  probe = path / f".miajax-probe-{os.getpid()}"
+  probe = path / f".miajax-probe-{uuid.uuid4().hex}"   # one per process of a pod
+  quiet = logging.getLogger("gcsfs")   # its retries' tracebacks: the one line below says it
+  was, quiet.disabled = quiet.disabled, True
   try:
     probe.write_bytes(b"")
     probe.unlink()
+  except FileNotFoundError:
+    raise UserError(f"{label}: bucket {bucket(path)} does not exist; {ALLOWED} in an "
+                    "existing bucket you can write") from None
   except Exception as e:  # pylint: disable=broad-except
-    # gcsfs raises OSError subclasses, google-auth its own errors: each means the same here.
+    # gcsfs raises OSError subclasses, aiohttp and google-auth their own: all mean the same.
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise UserError(f"{what}={path}: bucket {bucket(path)} does not exist or cannot be "
-                    f"written ({reason[:200]}); {ALLOWED} in a bucket you can write") from None
+    raise UserError(f"{label}: bucket {bucket(path)} cannot be written ({reason[:200]});"
+                    f" {ALLOWED} in an existing bucket you can write") from None
+  finally:
+    quiet.disabled = was
 
 
 def _filesystem():

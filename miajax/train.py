@@ -42,7 +42,7 @@ _RESUMABLE_CHANGES = ("train.log_every", "train.metrics_every", "train.checkpoin
 def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   # ---------------------------------------------------------------- inputs
   # Everything a user can get wrong is checked before the workdir is touched.
-  _check_workdir(workdir)
+  check_workdir(workdir)
   workdir = paths.of(workdir)
   config_lib.validate(config)
   data = pipeline.load(config)
@@ -186,12 +186,14 @@ def _stop_on_signals():
       signal.signal(s, h)
 
 
-def _check_workdir(workdir: str | Path) -> None:
+def check_workdir(workdir: str | Path) -> None:
+  """A workdir that can be written, or a one-line UserError: a local directory, or a gs://
+  URL in a bucket that exists and takes an object (asked of the bucket itself)."""
   if "://" in str(workdir) and not paths.is_remote(workdir):
     raise UserError(f"--workdir={workdir} is a URL miajax cannot write; {paths.ALLOWED}")
   if paths.is_remote(workdir):
     # Every process checks: each writes its own checkpoint shards there.
-    paths.check_writable(workdir, "--workdir")
+    paths.check_writable(workdir, f"--workdir={workdir}")
     return
   probe = workdir = Path(workdir)
   while not probe.exists():

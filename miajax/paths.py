@@ -36,6 +36,7 @@ def of(path: Any):
   """
   if is_remote(path):
     from etils import epath  # pylint: disable=g-import-not-at-top
+    _no_listing_cache()
     return path if isinstance(path, epath.Path) else epath.Path(str(path))
   if "://" in str(path):
     raise UserError(f"{path} is a URL of a kind miajax does not write; {ALLOWED}")
@@ -142,7 +143,17 @@ def check_writable(path: Any, label: str) -> None:
 
 def _filesystem():
   import fsspec  # pylint: disable=g-import-not-at-top
+  _no_listing_cache()
   return fsspec.filesystem("gs")
+
+
+def _no_listing_cache() -> None:
+  """gcsfs forgets every listing: TensorStore writes checkpoint objects behind its back, so a
+  cached listing of a step's directory would miss them (Orbax then fails to delete an old
+  step it cannot see). Set before the first gs:// filesystem is made; an explicit setting,
+  e.g. FSSPEC_GS_USE_LISTINGS_CACHE, is kept."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fsspec.config.conf.setdefault("gs", {}).setdefault("use_listings_cache", False)
 
 
 class _EventObject:

@@ -171,3 +171,36 @@ def _delete(emulator, bucket, name):
   request = urllib.request.Request(f"{emulator.url}/storage/v1/b/{bucket}/o/{quoted}",
                                    method="DELETE")
   urllib.request.urlopen(request, timeout=10).close()
+
+
+MULTI = ("--config=configs/default.py:smoke", "--config.methods=('baseline',)",
+         # One step in flight at a time: XLA:CPU's collectives with more devices than cores
+         # (tests/test_distributed.py). Does not change results.
+         "--config.train.log_every=1", "--config.train.checkpoint_every=10")
+
+
+def _two_by_two(workdir, data_dir, log_dir, env):
+  proc = subprocess.run(
+      ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
+       "-l", str(log_dir), "--", *MULTI, f"--workdir={workdir}", f"--config.data.dir={data_dir}"],
+      cwd=ROOT, env=cpu_env(**{"PYTHON": sys.executable, **env}), capture_output=True,
+      text=True, timeout=600)
+  logs = [(log_dir / f"process_{i}.log").read_text() for i in range(2)]
+  assert proc.returncode == 0, proc.stderr[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  return logs
+
+
+def test_two_processes_of_two_devices_write_one_bucket_workdir_as_they_write_one_on_disk(
+    emulator, tmp_path, data_dir):
+  bucket = emulator.bucket("pod")
+  local = tmp_path / "local"
+  _two_by_two(local, data_dir, tmp_path / "local_logs", {})
+  logs = _two_by_two(f"{bucket}/run", data_dir, tmp_path / "pod_logs", emulator.env)
+  # Process 0 writes the files and prints the table; both write their checkpoint shards.
+  assert "test acc" in logs[0] and "test acc" not in logs[1]
+  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",))
+  names = emulator.objects("pod", "run/")
+  for i in range(2):
+    assert f"run/baseline-seed0/checkpoints/30/state/ocdbt.process_{i}/manifest.ocdbt" in names
+  events = [n for n in names if "/events.out.tfevents." in n]
+  assert len(events) == 2, events                    # training and audit, process 0's only

@@ -199,8 +199,8 @@ Trains and audits every trial of a config; the same command again resumes from D
   --config=configs/NAME.py[:ARG]  the config file (default configs/default.py); ARG shrinks or
                                   varies it, e.g. :smoke for a quick local check. Shipped:
 {names}
-  --workdir=DIR                   checkpoints, logs and results (default /tmp/miajax); a new
-                                  DIR for each new run
+  --workdir=DIR                   checkpoints, logs and results (default /tmp/miajax), or
+                                  gs://BUCKET/PATH; a new DIR for each new run
   --config.KEY=VALUE              changes one config key, e.g. --config.train.epochs=2
   --coordinator_address=HOST:PORT|auto --num_processes=N --process_id=I
                                   one run over several processes (launch/README.md)

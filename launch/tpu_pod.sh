@@ -4,8 +4,8 @@
 # Usage:
 #   TPU_NAME=NAME ZONE=ZONE launch/tpu_pod.sh push
 #   TPU_NAME=NAME ZONE=ZONE launch/tpu_pod.sh install
-#   TPU_NAME=NAME ZONE=ZONE CONFIG=configs/cifar10_vgg16.py WORKDIR=/mnt/shared/runs/vgg16 \
-#       launch/tpu_pod.sh run [miajax.main flags...]
+#   TPU_NAME=NAME ZONE=ZONE BUCKET=BUCKET CONFIG=configs/cifar10_vgg16.py \
+#       launch/tpu_pod.sh run [miajax.main flags...]      # workdir gs://BUCKET/miajax/cifar10_vgg16
 #   TPU_NAME=NAME ZONE=ZONE launch/tpu_pod.sh tail
 #
 # Subcommands:
@@ -21,8 +21,11 @@
 #   TPU_NAME, ZONE  the TPU VM (required); PROJECT: gcloud project (default: gcloud's own)
 #   CONFIG          config file, relative to $REMOTE_DIR, with an optional :ARG
 #                   (default configs/default.py)
-#   WORKDIR         run directory, the same path on every worker and shared by all of them
-#                   (NFS/Filestore, or a GCS bucket mounted with gcsfuse); required for run
+#   BUCKET          a Cloud Storage bucket every worker can write (the TPU VM's service
+#                   account needs roles/storage.objectAdmin on it)
+#   WORKDIR         the run's directory (default gs://$BUCKET/miajax/NAME, NAME the config
+#                   file's name and :ARG): a gs:// URL, written in place by every worker, or a
+#                   path all workers share (NFS/Filestore); BUCKET or WORKDIR is required for run
 #   DATA_DIR        TFDS data dir, passed as --config.data.dir (default: the config's)
 #   REMOTE_DIR      checkout directory on the workers, relative to the home directory
 #                   (default miajax)
@@ -37,6 +40,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIG="${CONFIG:-configs/default.py}"
+BUCKET="${BUCKET:-}"
 WORKDIR="${WORKDIR:-}"
 DATA_DIR="${DATA_DIR:-}"
 PROJECT="${PROJECT:-}"
@@ -88,11 +92,16 @@ cmd_install() {
 }
 
 cmd_run() {
-  [[ -n "$WORKDIR" ]] || die "set WORKDIR to a directory every worker shares"
-  if [[ "$WORKDIR" == *://* ]]; then
-    # miajax writes results.json and the per-trial files with local file APIs.
-    die "WORKDIR=$WORKDIR: use a path every worker shares (for a GCS bucket, mount it with gcsfuse on every worker and give the mount path)"
+  if [[ -z "$WORKDIR" ]]; then
+    [[ -n "$BUCKET" ]] || die "set BUCKET to a Cloud Storage bucket the workers can write (or WORKDIR)"
+    local name="${CONFIG##*/}"
+    name="${name/.py/}"
+    WORKDIR="gs://${BUCKET#gs://}/miajax/${name//:/-}"
   fi
+  if [[ "$WORKDIR" == *://* && "$WORKDIR" != gs://* ]]; then
+    die "WORKDIR=$WORKDIR: allowed: a gs://BUCKET/PATH URL or a path every worker shares"
+  fi
+  echo "workdir: $WORKDIR" >&2
   local args=(-m miajax.main --config="$CONFIG" --workdir="$WORKDIR" --coordinator_address=auto)
   if [[ -n "$DATA_DIR" ]]; then args+=(--config.data.dir="$DATA_DIR"); fi
   args+=("$@")

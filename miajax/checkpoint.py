@@ -10,7 +10,6 @@ inner defence's). Checkpoints written before that hold it as one flat dict of th
 typed state by field name, so an older workdir resumes where it stopped.
 """
 
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from miajax import paths
 from miajax.errors import UserError
 
 
@@ -30,7 +30,7 @@ class TrialCheckpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self.names = list(trial_names)
     self.managers = [
-        ocp.CheckpointManager(Path(workdir).absolute() / name / "checkpoints", options=options,
+        ocp.CheckpointManager(paths.absolute(workdir) / name / "checkpoints", options=options,
                               item_names=("state", "meta"))
         for name in self.names]
 
@@ -87,7 +87,7 @@ class TrialCheckpoints:
     if failure is not None:
       raise UserError(
           f"no checkpoint of {', '.join(self.names)} restores ({_first_line(failure)}); "
-          f"allowed: move {Path(self.managers[0].directory).parent.parent} elsewhere to "
+          f"allowed: move {paths.of(self.managers[0].directory).parent.parent} elsewhere to "
           "train again, or a new --workdir")
     self._set_aside_after(0)
     return 0, None
@@ -97,13 +97,13 @@ class TrialCheckpoints:
     for m in self.managers:
       newer = [s for s in m.all_steps() if s > step]
       if newer and jax.process_index() == 0:
-        aside = Path(m.directory).parent / "checkpoints_set_aside"
-        aside.mkdir(exist_ok=True)
+        aside = paths.of(m.directory).parent / "checkpoints_set_aside"
+        paths.mkdir(aside)
         for s in newer:
           target = aside / str(s)
           while target.exists():
             target = target.with_name(target.name + "_")
-          shutil.move(str(Path(m.directory) / str(s)), target)
+          paths.move(paths.of(m.directory) / str(s), target)
           logging.warning("set aside %s (newer than the step the run resumes from)", target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoints set aside")

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from miajax import cli
+from miajax import paths
 from miajax import tables
 from miajax import workdir as workdir_lib
 from miajax.data import specs
@@ -212,7 +213,7 @@ def read_trial(trial_dir: str | Path, step: int | None = None) -> Trial:
   """
   from miajax import models  # pylint: disable=g-import-not-at-top
   from miajax import pruning  # pylint: disable=g-import-not-at-top
-  path = Path(trial_dir)
+  path = paths.of(trial_dir)
   if not path.exists():
     raise UserError(f"{path} does not exist; {_ALLOWED_TRIAL}")
   if not path.is_dir():
@@ -322,10 +323,13 @@ def export(trial_dir: str | Path, out: str | Path, fmt: str = "sparse", step: in
   from miajax import pruning  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise UserError(f"--format={fmt!r} is not a format; allowed: {', '.join(FORMATS)}")
-  out = Path(out)
+  out = paths.of(out)
+  remote = paths.is_remote(out)
   if out.is_dir():
     raise UserError(f"--out={out} is a directory; allowed: a file path to write")
-  if not out.parent.is_dir():
+  if remote:
+    paths.check_writable(out.parent, f"--out={out}")
+  elif not out.parent.is_dir():
     raise UserError(f"--out={out}: directory {out.parent} does not exist; allowed: a file in "
                     "an existing directory")
   trial = read_trial(trial_dir, step)
@@ -334,12 +338,16 @@ def export(trial_dir: str | Path, out: str | Path, fmt: str = "sparse", step: in
   sizes: dict[str, dict[str, int]] = {}
   headers = {}
   try:
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+    # A bucket's object is uploaded whole from a local scratch file.
+    with tempfile.TemporaryDirectory(dir=None if remote else out.parent,
+                                     prefix=".export-") as tmp:
       for f, d in variants:
         arrays, headers[f, d] = build(trial, f, d)
         path = Path(tmp) / f"{f}-{'deflate' if d else 'stored'}.npz"
         sizes.setdefault(f, {})["deflate" if d else "stored"] = write(path, arrays, d)
-        if (f, d) == (fmt, compress):
+        if (f, d) == (fmt, compress) and remote:
+          paths.write_bytes(out, path.read_bytes())
+        elif (f, d) == (fmt, compress):
           os.replace(path, out)  # same directory: whole file or nothing at `out`
   except PermissionError as e:
     raise UserError(f"--out={out} cannot be written ({e.strerror}); allowed: a file in a "
@@ -382,12 +390,12 @@ def load(path: str | Path):
   """
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from miajax import models  # pylint: disable=g-import-not-at-top
-  path = Path(path)
+  path = paths.of(path)
   allowed = "allowed: a file written by python -m miajax.export"
   if not path.is_file():
     raise UserError(f"{path} is not a file; {allowed}")
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    with paths.load_npz(path, allow_pickle=False) as npz:
       members = {k: npz[k] for k in npz.files}
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     raise UserError(f"{path} is not an .npz archive ({type(e).__name__}); {allowed}") from None

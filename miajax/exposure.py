@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from miajax import paths
 from miajax import results
 from miajax import tables
 
@@ -34,7 +35,7 @@ def _target_scores(workdir: Path, record: dict) -> tuple[np.ndarray, np.ndarray]
   path = workdir / record["name"] / "lira_scores.npz"
   if not path.is_file():
     return None
-  with np.load(path) as f:
+  with paths.load_npz(path) as f:
     if "score_lira_online" not in f:
       return None
     return np.asarray(f["score_lira_online"], np.float64), np.asarray(f["is_member"], bool)
@@ -44,7 +45,7 @@ def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> d
   """{"top": k, "members": n, "fpr": FPR, "methods": {group: {median_score,
   still_called_members, median_score_all_members}}} for a LiRA run with a baseline target;
   {} otherwise (a note says why where it matters)."""
-  workdir = Path(workdir)
+  workdir = paths.of(workdir)
   targets = {results.group_of(r): r for r in records if r.get("lira")}
   if REFERENCE not in targets:
     return {}

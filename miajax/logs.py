@@ -4,33 +4,50 @@ Both sit in the trial's directory, so `tensorboard --logdir DIR` shows every tri
 and, once a stack is audited, each trial's accuracies and attack numbers at its final step
 (`write_audit`). The events are written with tensorboardX (no TensorFlow). A resumed run first
 drops what came after its checkpoint: the lines of metrics.jsonl past that step, and, for
-TensorBoard, a purge marker just past that step, so neither holds a curve twice.
+TensorBoard, a purge marker just past that step, so neither holds a curve twice. On a gs://
+workdir, whose objects cannot be appended to, metrics.jsonl is kept in memory and uploaded
+whole at most every FLUSH_SECONDS, at each checkpoint (`flush`) and at the end, as the event
+files are.
 """
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import tensorboardX
+
+from miajax import paths
+
+# How often a gs:// workdir's curves are uploaded between checkpoints (TensorBoard's too).
+FLUSH_SECONDS = 30
 
 
 class TrialLogs:
   """The logs of one stack's trials, written by the first host only."""
 
   def __init__(self, workdir: Path, names: list[str], start: int, writer: bool = True):
-    self.paths = [Path(workdir) / name for name in names]
+    self.paths = [paths.of(workdir) / name for name in names]
     self.writers = []
+    self.remote = paths.is_remote(workdir)
+    self.texts: list[str] = []     # a gs:// workdir's metrics.jsonl, uploaded by flush()
+    self.flushed = time.monotonic()
     if not writer:
       return
+    if self.remote:
+      paths.register_tensorboard()
     for path in self.paths:
       metrics = path / "metrics.jsonl"
+      text = ""
       if metrics.exists():
         lines = [l for l in metrics.read_text().splitlines() if json.loads(l)["step"] <= start]
-        metrics.write_text("".join(l + "\n" for l in lines))
+        text = "".join(l + "\n" for l in lines)
+        paths.write_text(metrics, text)
+      self.texts.append(text)
       # The suffix keeps a quick resume (same second, same host) from overwriting the file.
       self.writers.append(tensorboardX.SummaryWriter(
-          str(path), purge_step=start + 1 if start else None, flush_secs=30,
+          str(path), purge_step=start + 1 if start else None, flush_secs=FLUSH_SECONDS,
           filename_suffix=f".{os.getpid()}.from{start}"))
 
   def append(self, step: int, phase: str, means: dict, scalars: dict | None = None) -> None:
@@ -39,12 +56,28 @@ class TrialLogs:
     for k, (path, writer) in enumerate(zip(self.paths, self.writers)):
       values = {m: float(np.atleast_1d(v)[k] if np.size(v) > 1 else np.ravel(v)[0])
                 for m, v in means.items()}
-      with open(path / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "phase": phase} | values) + "\n")
+      line = json.dumps({"step": step, "phase": phase} | values) + "\n"
+      if self.remote:
+        self.texts[k] += line
+      else:
+        with open(path / "metrics.jsonl", "a") as f:
+          f.write(line)
       for m, v in (values | (scalars or {})).items():
         writer.add_scalar(f"{phase}/{m}", v, step)
+    if self.remote and time.monotonic() - self.flushed > FLUSH_SECONDS:
+      self.flush()
+
+  def flush(self) -> None:
+    """Everything appended so far on disk or in the bucket (called at each checkpoint)."""
+    if self.remote:
+      for path, text in zip(self.paths, self.texts):
+        paths.write_text(path / "metrics.jsonl", text)
+      for writer in self.writers:
+        writer.flush()
+      self.flushed = time.monotonic()
 
   def close(self) -> None:
+    self.flush()
     for writer in self.writers:
       writer.close()
 
@@ -77,7 +110,9 @@ def write_audit(workdir: Path, records: list[dict]) -> None:
   own: the trial's training writer is closed by then. Audits are deterministic, so an audit
   repeated by a resumed run writes the same values at the same step."""
   for r in records:
-    writer = tensorboardX.SummaryWriter(str(Path(workdir) / r["name"]),
+    if paths.is_remote(workdir):
+      paths.register_tensorboard()
+    writer = tensorboardX.SummaryWriter(str(paths.of(workdir) / r["name"]),
                                         filename_suffix=f".{os.getpid()}.audit")
     for tag, value in audit_scalars(r).items():
       writer.add_scalar(tag, value, r["step"])
@@ -89,7 +124,7 @@ def read_scalars(trial_dir: Path) -> dict[str, list[tuple[int, float]]]:
   a purge marker at step s drops what earlier files logged at or after s."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   out: dict[str, list[tuple[int, float]]] = {}
-  files = sorted(Path(trial_dir).glob("events.out.tfevents.*"), key=lambda f: f.stat().st_mtime_ns)
+  files = sorted(paths.of(trial_dir).glob("events.out.tfevents.*"), key=paths.mtime_ns)
   for path in files:
     data, i = path.read_bytes(), 0
     while i + 12 <= len(data):

@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from miajax import cores
+from miajax import paths
 from miajax import shipped_configs
 from miajax.errors import Interrupted, UserError, check_package
 
@@ -138,7 +139,8 @@ def _train_recording_command(train, config, workdir: str) -> None:
   with: written by the run that created DIR/config.json, or by the first resume that was not
   refused (runs started before this record existed), and never over an existing one."""
   import jax  # pylint: disable=g-import-not-at-top
-  config_json, record = Path(workdir) / "config.json", Path(workdir) / COMMAND_JSON
+  train.check_workdir(workdir)    # a bucket that cannot be written: one line, first
+  config_json, record = paths.of(workdir) / "config.json", paths.of(workdir) / COMMAND_JSON
   new = not config_json.exists()
   refused = False
   try:
@@ -147,13 +149,13 @@ def _train_recording_command(train, config, workdir: str) -> None:
     refused = True
     raise
   finally:
-    if ((new or not refused) and config_json.exists() and not record.exists()
-        and jax.process_index() == 0):
-      try:
+    try:
+      if ((new or not refused) and jax.process_index() == 0 and config_json.exists()
+          and not record.exists()):
         record.write_text(json.dumps({"config": _config_arg(), "argv": sys.argv[1:]},
                                      indent=1))
-      except OSError:
-        pass   # a record for messages only: never the reason a run fails
+    except Exception:  # pylint: disable=broad-except
+      pass   # a record for messages only (OSError, or a bucket's own errors): never fatal
 
 
 def _config_arg() -> str:
@@ -200,8 +202,8 @@ Trains and audits every trial of a config; the same command again resumes from D
   --config=configs/NAME.py[:ARG]  the config file (default configs/default.py); ARG shrinks or
                                   varies it, e.g. :smoke for a quick local check. Shipped:
 {names}
-  --workdir=DIR                   checkpoints, logs and results (default /tmp/miajax); a new
-                                  DIR for each new run
+  --workdir=DIR                   checkpoints, logs and results (default /tmp/miajax), or
+                                  gs://BUCKET/PATH; a new DIR for each new run
   --config.KEY=VALUE              changes one config key, e.g. --config.train.epochs=2
   --coordinator_address=HOST:PORT|auto --num_processes=N --process_id=I
                                   one run over several processes (launch/README.md)

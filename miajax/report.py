@@ -35,6 +35,7 @@ A figure whose inputs are absent is skipped with a note. Nothing in DIR is modif
 OUT, which is created when missing.
 """
 
+import io
 import json
 import math
 from pathlib import Path
@@ -45,6 +46,7 @@ from absl import flags
 from miajax import cli
 from miajax import exposure
 from miajax import paired
+from miajax import paths
 from miajax import privacy
 from miajax import privacy_utility
 from miajax import results
@@ -301,7 +303,7 @@ def roc_curves(workdir: Path, records: list[dict], notes: list[str]) -> dict[str
       continue
     path = workdir / r["name"] / "scores.npz"
     try:
-      with np.load(path) as z:
+      with paths.load_npz(path) as z:
         arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
       notes.append(f"roc: {path} not readable ({e}); {name} left out")
@@ -406,7 +408,12 @@ def _grid(n: int, width: float = 4.5, height: float = 3.6):
 
 def _save(fig, path: Path, rect=(0, 0, 1, 1)) -> None:
   fig.tight_layout(rect=rect)
-  fig.savefig(path, dpi=110)
+  if paths.is_remote(path):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    paths.write_bytes(path, buffer.getvalue())
+  else:
+    fig.savefig(path, dpi=110)
   _pyplot().close(fig)
 
 
@@ -596,7 +603,7 @@ def _prepare_out(out: Path) -> None:
   if out.exists() and not out.is_dir():
     raise UserError(f"--out={out} is a file; allowed: a directory (created when missing)")
   try:
-    out.mkdir(parents=True, exist_ok=True)
+    paths.mkdir(out)
   except OSError as e:
     raise UserError(f"--out={out} cannot be created ({e.strerror}); allowed: a directory "
                     "you can write") from None
@@ -630,7 +637,7 @@ def build(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
       raise UserError(f"{workdir / 'results.json'}: record {r['name']} lacks "
                       f"{missing[0] if missing else 'a method'}; allowed: records with every "
                       "field of the results schema, as python -m miajax.main writes them")
-  out = Path(out) if out is not None else workdir / "report"
+  out = paths.of(out) if out is not None else workdir / "report"
   _prepare_out(out)
 
   notes: list[str] = results.synthetic_banner(records)   # printed with the report, too

@@ -5,6 +5,7 @@ never a made-up number.
 """
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from miajax import paths
 from miajax import tables
 
 FIELDS = (
@@ -80,28 +82,21 @@ def versions() -> dict[str, str]:
 
 
 def load(workdir: str | Path) -> list[dict]:
-  path = Path(workdir) / "results.json"
+  path = paths.of(workdir) / "results.json"
   return json.loads(path.read_text()) if path.exists() else []
 
 
 def write(workdir: str | Path, records: Sequence[dict]) -> None:
   """Writes results.json and results.csv atomically (a crash never leaves half a file)."""
-  workdir = Path(workdir)
-  _atomic_write(workdir / "results.json", json.dumps(list(records), indent=1))
+  workdir = paths.of(workdir)
+  paths.write_text(workdir / "results.json", json.dumps(list(records), indent=1))
   rows = [flatten(r) for r in records]
   columns = list(dict.fromkeys(k for row in rows for k in row))
-  tmp = workdir / "results.csv.tmp"
-  with tmp.open("w", newline="") as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(rows)
-  tmp.replace(workdir / "results.csv")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(text)
-  tmp.replace(path)
+  text = io.StringIO(newline="")
+  writer = csv.DictWriter(text, columns)
+  writer.writeheader()
+  writer.writerows(rows)
+  paths.write_text(workdir / "results.csv", text.getvalue())
 
 
 def flatten(r: dict, prefix: str = "") -> dict:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from miajax import paths
 from miajax import tables
 
 # The gain of an attacker that always answers 0.5: -log 4. The attacker class holds that
@@ -103,7 +104,7 @@ def _summary(group: str, rs: list[dict]) -> dict:
 
 
 def write(workdir: str | Path, selection: dict) -> None:
-  (Path(workdir) / "selection.json").write_text(json.dumps(selection, indent=1))
+  paths.write_text(paths.of(workdir) / "selection.json", json.dumps(selection, indent=1))
 
 
 def table(selection: dict) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miajax import paths
 from miajax.errors import UserError
 
 
@@ -43,7 +44,7 @@ class Splits:
   canary_member: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
 
   def save(self, path: str | Path) -> None:
-    np.savez(path, **dataclasses.asdict(self))
+    paths.savez(path, **dataclasses.asdict(self))
 
   def same_as(self, other: "Splits") -> bool:
     return all(np.array_equal(getattr(self, f.name), getattr(other, f.name))
@@ -51,7 +52,7 @@ class Splits:
 
   @classmethod
   def load(cls, path: str | Path) -> "Splits":
-    with np.load(path) as f:
+    with paths.load_npz(path) as f:
       # Files written before the Min-Max sets (or the canaries) existed load with those empty.
       return cls(**{k.name: f[k.name] if k.name in f else np.zeros(0, np.int64)
                     for k in dataclasses.fields(cls)})

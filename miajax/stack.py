@@ -26,6 +26,7 @@ from miajax import defences
 from miajax import evaluate
 from miajax import logs as logs_lib
 from miajax import models
+from miajax import paths
 from miajax import progress as progress_lib
 from miajax import pruning
 from miajax import results
@@ -213,6 +214,7 @@ class Stack:
                  multihost_utils.reached_preemption_sync_point(done))
     if done % config.train.checkpoint_every == 0 or done == end or preempted:
       ckpt.save(done, self.state, self.meta(phase, done))
+      self.logs.flush()    # a gs:// workdir's curves, up to the step a resume starts from
     if preempted:
       ckpt.wait()
       raise Preempted(f"preempted at step {done} of {self.method}; checkpoint saved, rerun "
@@ -282,13 +284,13 @@ class Stack:
     for k, (t, result) in enumerate(zip(group, audited)):
       if is_writer():
         for filename, arrays in result.files.items():
-          np.savez(run.workdir / t.name / filename, **arrays)
+          paths.savez(run.workdir / t.name / filename, **arrays)
       train_acc, test_acc = outputs.accuracies(k)
       records.append(results.record(
           name=t.name, method=self.method, **data.record_fields, model=self.model_name,
           seed=t.seed, step=self.total, train_accuracy=train_acc, test_accuracy=test_acc,
           wall_seconds=wall,
-          checkpoint_dir=str((run.workdir / t.name / "checkpoints").absolute()),
+          checkpoint_dir=str(paths.absolute(run.workdir / t.name / "checkpoints")),
           versions=results.versions(), group=t.group, sweep=dict(t.values) or None,
           split_seed=[config.seed, t.seed] if config.split_per_trial else config.seed,
           **result.fields, **pruning.compression(self.trial_params(k)),

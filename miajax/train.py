@@ -22,6 +22,7 @@ from miajax import canaries
 from miajax import config as config_lib
 from miajax import defences
 from miajax import lira
+from miajax import paths
 from miajax import progress as progress_lib
 from miajax import results
 from miajax import selection
@@ -42,8 +43,8 @@ _RESUMABLE_CHANGES = ("train.log_every", "train.metrics_every", "train.checkpoin
 def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   # ---------------------------------------------------------------- inputs
   # Everything a user can get wrong is checked before the workdir is touched.
-  _check_workdir(workdir)
-  workdir = Path(workdir)
+  check_workdir(workdir)
+  workdir = paths.of(workdir)
   config_lib.validate(config)
   data = pipeline.load(config)
   if data.synthetic:
@@ -130,20 +131,20 @@ def _write_workdir(workdir, config, config_json, trials, trial_splits, split, li
   Files are written by the first host only; Orbax coordinates the checkpoints of all hosts."""
   if stack_lib.is_writer():
     try:
-      workdir.mkdir(parents=True, exist_ok=True)
+      paths.mkdir(workdir)
     except OSError as e:
       raise UserError(f"--workdir={workdir} cannot be created ({e.strerror}); allowed: a new "
                       "or existing directory you can write") from None
     _write_once(workdir / "config.json", config_json)
     for t in trials:
-      (workdir / t.name).mkdir(exist_ok=True)
+      paths.mkdir(workdir / t.name)
       own = json.loads(trials_lib.config_for(config, t).to_json_best_effort())
       _write_once(workdir / t.name / "config.json", own | {"trial": {
           "name": t.name, "method": t.method, "seed": t.seed, "sweep": dict(t.values)}})
       if not (workdir / t.name / "splits.npz").exists():
         trial_splits[t.name].save(workdir / t.name / "splits.npz")
     if lira_keep is not None and not (workdir / "lira_keep.npz").exists():
-      np.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
+      paths.savez(workdir / "lira_keep.npz", pool=split.train, keep=lira_keep)
 
 
 def _conclude(workdir, config, final) -> None:
@@ -154,7 +155,7 @@ def _conclude(workdir, config, final) -> None:
     if choice is not None:
       selection.write(workdir, choice)
       print("\n" + selection.table(choice), flush=True)
-    print(f"\nresults: {(workdir / 'results.json').absolute()} (and results.csv); tables and "
+    print(f"\nresults: {paths.absolute(workdir / 'results.json')} (and results.csv); tables and "
           f"figures: python -m miajax.report {workdir}", flush=True)
 
 
@@ -188,10 +189,15 @@ def _stop_on_signals():
       signal.signal(s, h)
 
 
-def _check_workdir(workdir: str | Path) -> None:
-  if "://" in str(workdir):
-    raise UserError(f"--workdir={workdir} is a remote URL; allowed: a local or mounted "
-                    "directory (e.g. a bucket mounted with gcsfuse)")
+def check_workdir(workdir: str | Path) -> None:
+  """A workdir that can be written, or a one-line UserError: a local directory, or a gs://
+  URL in a bucket that exists and takes an object (asked of the bucket itself)."""
+  if "://" in str(workdir) and not paths.is_remote(workdir):
+    raise UserError(f"--workdir={workdir} is a URL miajax cannot write; {paths.ALLOWED}")
+  if paths.is_remote(workdir):
+    # Every process checks: each writes its own checkpoint shards there.
+    paths.check_writable(workdir, f"--workdir={workdir}")
+    return
   probe = workdir = Path(workdir)
   while not probe.exists():
     probe = probe.parent
@@ -238,6 +244,4 @@ def _started_with(workdir: Path) -> str:
 
 def _write_once(path: Path, obj) -> None:
   if not path.exists():
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    paths.write_text(path, json.dumps(obj, indent=1))

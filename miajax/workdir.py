@@ -15,6 +15,7 @@ from typing import Any
 
 from absl import logging
 
+from miajax import paths
 from miajax.errors import UserError
 
 ALLOWED = ("allowed: a --workdir of python -m miajax.main (holding results.json or trial "
@@ -70,7 +71,7 @@ def load_records(workdir: Path) -> list[dict]:
 
 def resolve(path: str | Path) -> Target:
   """Classifies DIR as a workdir or a trial directory; anything else is a UserError."""
-  path = Path(path)
+  path = paths.of(path)
   if not path.exists():
     raise UserError(f"{path} does not exist; {ALLOWED}")
   if not path.is_dir():
@@ -103,7 +104,7 @@ def open_manager(checkpoint_dir: Path):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   options = ocp.CheckpointManagerOptions(read_only=True, create=False)
   return ocp.CheckpointManager(
-      checkpoint_dir.absolute(), options=options,
+      paths.absolute(checkpoint_dir), options=options,
       item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                      "meta": ocp.JsonCheckpointHandler()})
 

@@ -60,10 +60,11 @@ def test_bad_input_is_one_line_naming_the_field_with_exit_code_2(tmp_path, overr
   assert not (tmp_path / "w").exists()               # nothing written
 
 
-def test_a_remote_url_workdir_is_refused_not_written_locally(tmp_path):
-  proc = run_main("--workdir=gs://bucket/run", "--config.methods=('baseline',)")
-  assert proc.returncode == 2 and "gs://bucket/run" in proc.stderr
-  assert not (tmp_path / "gs:").exists() and not (Path.cwd() / "gs:").exists()
+def test_a_url_workdir_other_than_gs_is_refused_not_written_locally(tmp_path):
+  proc = run_main("--workdir=s3://bucket/run", "--config.methods=('baseline',)", cwd=tmp_path)
+  assert proc.returncode == 2 and "s3://bucket/run" in proc.stderr and "gs://" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "s3:").exists() and not (Path.cwd() / "s3:").exists()
 
 
 def test_unwritable_workdir_is_a_one_line_error(tmp_path):

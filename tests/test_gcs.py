@@ -1,0 +1,206 @@
+"""A gs:// workdir, against a Cloud Storage emulator on loopback (tests/gcs_emulator.py): the
+run writes every file of its workdir to the bucket and nothing on disk, ends where the same
+run on local disk ends, resumes after SIGKILL (past a damaged checkpoint too), refuses a
+changed config, and inspect, report and export read it there. A bucket that does not exist is
+one line before any data is built.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cpu_env
+from gcs_emulator import emulator  # pylint: disable=unused-import  (the fixture)
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ("--config=configs/default.py:smoke", "--config.methods=('baseline','pruning')")
+# The kill test: baseline only, a checkpoint every 5 of its 30 steps (2 kept).
+KILL = ("--config=configs/default.py:smoke", "--config.methods=('baseline',)",
+        "--config.train.checkpoint_every=5")
+# Fields that name where or when, not what was computed.
+PLACE = ("checkpoint_dir", "wall_seconds")
+
+
+def _run(module, *args, env, timeout=600):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                        env=cpu_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def _npz(data: bytes) -> dict:
+  import io  # pylint: disable=g-import-not-at-top
+  with np.load(io.BytesIO(data)) as f:
+    return {k: f[k] for k in f.files}
+
+
+def _same_arrays(a: dict, b: dict, what: str) -> None:
+  assert sorted(a) == sorted(b), what
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=f"{what}: {k}")
+
+
+def _records(text: str) -> dict:
+  return {r["name"]: {k: v for k, v in r.items() if k not in PLACE} for r in json.loads(text)}
+
+
+def _assert_same_run(local, emu, bucket, prefix, trials, curves=True):
+  """The bucket's workdir holds what the local one holds, file by file where it matters."""
+  read = lambda name: emu.read(bucket, f"{prefix}/{name}")
+  assert _records(read("results.json")) == _records((local / "results.json").read_text())
+  assert json.loads(read("config.json")) == json.loads((local / "config.json").read_text())
+  assert read("results.csv").splitlines()[0] == (local / "results.csv").read_bytes().splitlines()[0]
+  for t in trials:
+    assert json.loads(read(f"{t}/config.json")) == json.loads(
+        (local / t / "config.json").read_text())
+    for name in ("splits.npz", "scores.npz"):
+      _same_arrays(_npz(read(f"{t}/{name}")), _npz((local / t / name).read_bytes()), name)
+    if curves:
+      assert read(f"{t}/metrics.jsonl").decode() == (local / t / "metrics.jsonl").read_text()
+
+
+def test_a_bucket_that_does_not_exist_is_one_line_before_any_data_is_built(emulator, tmp_path):
+  proc = _run("miajax.main", *SMOKE, "--workdir=gs://no-such-bucket/run",
+              f"--config.data.dir={tmp_path / 'tfds'}", env=emulator.env, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "gs://no-such-bucket" in lines[0] and "does not exist" in lines[0]
+  assert not (tmp_path / "tfds").exists()            # the data was not built
+  assert "Traceback" not in proc.stderr
+
+
+def test_a_smoke_run_on_a_bucket_writes_what_the_same_run_writes_on_disk(
+    emulator, tmp_path, data_dir):
+  bucket = emulator.bucket("smoke")
+  local = tmp_path / "local"
+  args = (*SMOKE, f"--config.data.dir={data_dir}")
+  on_disk = _run("miajax.main", *args, f"--workdir={local}", env={})
+  assert on_disk.returncode == 0, on_disk.stderr[-3000:]
+  remote = _run("miajax.main", *args, f"--workdir={bucket}/run", env=emulator.env)
+  assert remote.returncode == 0, remote.stderr[-3000:]
+  assert f"results: {bucket}/run/results.json" in remote.stdout
+  trials = ("baseline-seed0", "pruning-seed0")
+  _assert_same_run(local, emulator, "smoke", "run", trials)
+
+  names = emulator.objects("smoke", "run/")
+  for t in trials:
+    assert any(n.startswith(f"run/{t}/events.out.tfevents.") for n in names), names
+    assert any(n.startswith(f"run/{t}/checkpoints/30/state/") for n in names), names
+  assert "run/command.json" in names
+  assert not any(".miajax-probe-" in n or n.endswith(".tmp") for n in names), names
+  assert not (ROOT / "gs:").exists()                 # nothing under a folder named "gs:"
+
+  # The same command again: everything is done, nothing is trained again.
+  again = _run("miajax.main", *args, f"--workdir={bucket}/run", env=emulator.env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "compiling the train step" not in again.stderr
+  # A different config on the bucket's run: refused, naming it.
+  changed = _run("miajax.main", *args, "--config.seed=1", f"--workdir={bucket}/run",
+                 env=emulator.env)
+  assert changed.returncode == 2, changed.stderr[-3000:]
+  last = changed.stderr.strip().splitlines()[-1]
+  assert f"--workdir={bucket}/run holds a run of configs/default.py:smoke with seed=0" in last
+
+  # The readers: inspect (a workdir and a trial), report (to the bucket), export.
+  inspected = _run("miajax.inspect", f"{bucket}/run", "--json", env=emulator.env)
+  assert inspected.returncode == 0, inspected.stderr[-3000:]
+  report = json.loads(inspected.stdout)
+  assert report["kind"] == "workdir" and report["results_records"] == 2
+  assert [t["latest_step"] for t in report["trials"]] == [30, 45]
+  made = _run("miajax.report", f"{bucket}/run", env=emulator.env)
+  assert made.returncode == 0, made.stderr[-3000:]
+  assert {"run/report/table1.md", "run/report/report.json", "run/report/fig3_weights.png"} <= \
+      set(emulator.objects("smoke", "run/report/"))
+  local_report = _run("miajax.report", str(local), env={})
+  assert emulator.read("smoke", "run/report/table1.md").decode() == \
+      (local / "report" / "table1.md").read_text().replace(str(local), f"{bucket}/run")
+  exported = _run("miajax.export", f"{bucket}/run/pruning-seed0", f"--out={tmp_path / 'p.npz'}",
+                  "--json", env=emulator.env)
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  assert local_report.returncode == 0
+  assert json.loads(exported.stdout)["weights_nonzero"] == \
+      _records((local / "results.json").read_text())["pruning-seed0"]["weights_nonzero"]
+
+
+def _killed_at(step, workdir, data_dir, env):
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "tests" / "killed_run.py"), "baseline", str(step),
+       *KILL, f"--workdir={workdir}", f"--config.data.dir={data_dir}"],
+      cwd=ROOT, env=cpu_env(**env), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+
+
+def test_a_run_killed_on_a_bucket_resumes_past_a_damaged_checkpoint_to_the_local_result(
+    emulator, tmp_path, data_dir):
+  bucket = emulator.bucket("killed")
+  local = tmp_path / "local"
+  whole = _run("miajax.main", *KILL, f"--config.data.dir={data_dir}", f"--workdir={local}",
+               env={})
+  assert whole.returncode == 0, whole.stderr[-3000:]
+
+  _killed_at(20, f"{bucket}/run", data_dir, emulator.env)
+  ckpts = "run/baseline-seed0/checkpoints"
+  steps = {n.split("/")[3] for n in emulator.objects("killed", ckpts + "/")}
+  assert steps == {"15", "20"}, steps                # two kept; results.json not yet written
+  assert "run/results.json" not in emulator.objects("killed", "run/")
+  # Step 20 damaged: its array shards gone, as a half-copied bucket would leave it.
+  for name in emulator.objects("killed", f"{ckpts}/20/state/"):
+    if "/d/" in name:
+      _delete(emulator, "killed", name)
+
+  resumed = _run("miajax.main", *KILL, f"--config.data.dir={data_dir}",
+                 f"--workdir={bucket}/run", env=emulator.env)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "checkpoint step 20 does not restore" in resumed.stderr
+  assert "resumed 1 trial at step 15 of 30" in resumed.stderr
+  assert any(n.startswith("run/baseline-seed0/checkpoints_set_aside/20/")
+             for n in emulator.objects("killed", "run/"))
+  # A resumed window averages fewer steps, on disk too: the curve has each step once, no more.
+  _assert_same_run(local, emulator, "killed", "run", ("baseline-seed0",), curves=False)
+  lines = emulator.read("killed", "run/baseline-seed0/metrics.jsonl").decode().splitlines()
+  assert [json.loads(l)["step"] for l in lines] == [10, 20, 30]
+
+
+def _delete(emulator, bucket, name):
+  import urllib.parse  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  quoted = urllib.parse.quote(name, safe="")
+  request = urllib.request.Request(f"{emulator.url}/storage/v1/b/{bucket}/o/{quoted}",
+                                   method="DELETE")
+  urllib.request.urlopen(request, timeout=10).close()
+
+
+MULTI = ("--config=configs/default.py:smoke", "--config.methods=('baseline',)",
+         # One step in flight at a time: XLA:CPU's collectives with more devices than cores
+         # (tests/test_distributed.py). Does not change results.
+         "--config.train.log_every=1", "--config.train.checkpoint_every=10")
+
+
+def _two_by_two(workdir, data_dir, log_dir, env):
+  proc = subprocess.run(
+      ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "-n", "2", "-d", "2",
+       "-l", str(log_dir), "--", *MULTI, f"--workdir={workdir}", f"--config.data.dir={data_dir}"],
+      cwd=ROOT, env=cpu_env(**{"PYTHON": sys.executable, **env}), capture_output=True,
+      text=True, timeout=600)
+  logs = [(log_dir / f"process_{i}.log").read_text() for i in range(2)]
+  assert proc.returncode == 0, proc.stderr[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  return logs
+
+
+def test_two_processes_of_two_devices_write_one_bucket_workdir_as_they_write_one_on_disk(
+    emulator, tmp_path, data_dir):
+  bucket = emulator.bucket("pod")
+  local = tmp_path / "local"
+  _two_by_two(local, data_dir, tmp_path / "local_logs", {})
+  logs = _two_by_two(f"{bucket}/run", data_dir, tmp_path / "pod_logs", emulator.env)
+  # Process 0 writes the files and prints the table; both write their checkpoint shards.
+  assert "test acc" in logs[0] and "test acc" not in logs[1]
+  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",))
+  names = emulator.objects("pod", "run/")
+  for i in range(2):
+    assert f"run/baseline-seed0/checkpoints/30/state/ocdbt.process_{i}/manifest.ocdbt" in names
+  events = [n for n in names if "/events.out.tfevents." in n]
+  assert len(events) == 2, events                    # training and audit, process 0's only

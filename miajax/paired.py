@@ -27,6 +27,10 @@ METRICS: tuple[tuple[str, str, Callable[[dict], Any], str], ...] = (
     ("headline_auc", "best attack AUC", lambda r: r.get("headline_auc"), "f3"),
     ("headline_tpr_at_0.001", "best attack TPR@0.1%",
      lambda r: (r.get("headline_tpr_at_fpr") or {}).get("0.001"), "pct"),
+    # The pruning-aware attack (audits/samia.py), where the run measures it.
+    ("samia_auc", "SAMIA AUC", lambda r: (r.get("samia") or {}).get("auc"), "f3"),
+    ("samia_tpr_at_0.001", "SAMIA TPR@0.1%",
+     lambda r: ((r.get("samia") or {}).get("tpr_at_fpr") or {}).get("0.001"), "pct"),
 )
 # Up to this many pairs every sign pattern is enumerated; beyond, a seeded sample of them.
 EXACT_UP_TO = 20
@@ -150,9 +154,11 @@ def table(comparison: dict[str, dict], reference: str = REFERENCE,
   `matches` (`matched`), a line per group naming its matched control."""
   if not comparison:
     return ""
-  header = ["method", "pairs", "splits"] + [f"Δ {h}" for _, h, _, _ in METRICS]
+  # A metric no pair measured (an audit the run did not list) gets no column.
+  shown = [m for m in METRICS if any(c[m[0]]["n"] for c in comparison.values())]
+  header = ["method", "pairs", "splits"] + [f"Δ {h}" for _, h, _, _ in shown]
   rows = [header] + [[g, str(c["pairs"]), str(c["splits"])] +
-                     [_cell(c[key], kind) for key, _, _, kind in METRICS]
+                     [_cell(c[key], kind) for key, _, _, kind in shown]
                      for g, c in comparison.items()]
   lines = tables.text(rows)
   splits = max(c["splits"] for c in comparison.values())

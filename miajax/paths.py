@@ -112,11 +112,8 @@ def mtime_ns(path: Any) -> int:
   path = of(path)
   if not is_remote(path):
     return path.stat().st_mtime_ns
-  info = _filesystem().info(str(path))
-  updated = info.get("updated") or info.get("mtime")
-  if hasattr(updated, "timestamp"):
-    return int(updated.timestamp() * 1e9)
-  return 0
+  mtime = _filesystem().info(str(path)).get("mtime")   # gcsfs: the object's last upload
+  return int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else 0
 
 
 def check_writable(path: Any, label: str) -> None:

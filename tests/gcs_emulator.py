@@ -69,10 +69,15 @@ class Emulator:
     self.env = env_for(self.url)
 
   def bucket(self, name: str) -> str:
+    """gs://name, created unless it exists."""
     request = urllib.request.Request(
         f"{self.url}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
         headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
+    try:
+      urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as e:
+      if e.code != 409:                  # 409: it exists
+        raise
     return f"gs://{name}"
 
   def objects(self, bucket: str, prefix: str = "") -> list[str]:

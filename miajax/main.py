@@ -90,7 +90,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   _compilation_cache(jax)
-  if not _COORDINATOR.value:
+  if not _COORDINATOR.value and _strategy() == "devices":
     cores.claim(jax)        # one CPU device per core; multi-process launches set their own
   if _COORDINATOR.value == "auto":
     jax.distributed.initialize()
@@ -114,6 +114,15 @@ def main(argv):
     raise UserError(str(e).replace(
         f"--workdir={workdir}", f"--workdir={workdir} (the default, as --workdir was not "
         "given)", 1)) from None
+
+
+def _strategy() -> str | None:
+  """train.strategy as configured, read before JAX starts its backend (None if unreadable:
+  the config's own error comes later, in order)."""
+  try:
+    return _CONFIG.value.train.strategy
+  except (OSError, AttributeError, KeyError):
+    return None
 
 
 # Programs that compile faster than this are not worth a cache file.

@@ -288,8 +288,7 @@ def lift_eval(fn: Callable, strategy: str) -> Callable:
 def default_strategy() -> str:
   """From benchmarks/run.py: vmap on accelerators; on XLA:CPU a loop of single-trial programs
   (vmap ran 4 LeNet-5 trials at 0.43x the per-trial speed of the plain step, lax.map at 0.2x,
-  the loop at 0.96x), over one device per core where there are several (cores.py) in one
-  process (benchmarks/NOTES.md, 2026-12-04)."""
-  if jax.default_backend() != "cpu":
-    return "vmap"
-  return "devices" if jax.local_device_count() > 1 and jax.process_count() == 1 else "loop"
+  the loop at 0.96x). "devices" (a device per core) stays opt-in until it is measured ahead of
+  the loop: on a loaded 2-core machine it ran the 4-keep sweep at 0.60x of it
+  (benchmarks/NOTES.md, 2026-12-04)."""
+  return "vmap" if jax.default_backend() != "cpu" else "loop"

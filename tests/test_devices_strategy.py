@@ -17,7 +17,8 @@ ARGS = ("--config.methods=('pruning','dp')", "--config.seeds=(0,1)",
         "--config.train.epochs=1", "--config.attack.epochs=1",
         "--config.pruning.pretrain_epochs=0.5", "--config.admm.epochs=0.5",
         "--config.admm.update_every=4", "--config.pruning.retrain_epochs=0.5",
-        "--config.attack.bootstrap_replicates=20", "--config.train.log_every=4")
+        "--config.attack.bootstrap_replicates=20", "--config.train.log_every=4",
+        "--config.train.strategy=devices")
 NAMES = [f"{m}-seed{s}" for m in ("pruning", "dp") for s in (0, 1)]
 
 

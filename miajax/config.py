@@ -233,6 +233,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
        all(isinstance(s, int) and s >= 0 for s in seeds), "seeds",
        "distinct non-negative integers, e.g. 0,1,2")
   need(c.data.name in sources.NAMES, "data.name", ", ".join(sources.NAMES))
+  # TFDS reads a bucket's metadata, but its records go through ArrayRecord's own reader, which
+  # hung on gs:// here and cannot be pointed at a test emulator: refused, not left to hang.
+  need(not str(c.data.dir or "").startswith("gs://"), "data.dir",
+       "None or a local or shared-disk directory (gs:// data dirs are not supported; gs:// "
+       "workdirs are)")
   # Synthetic numbers must never pass for a real run's.
   need(not c.data.synthetic or c.smoke, "data.synthetic",
        "False outside a :smoke config (synthetic images are for smoke checks only)")

@@ -80,6 +80,9 @@ class _FakeTrain:
   def __init__(self, refuse: bool = False):
     self.refuse = refuse
 
+  def check_workdir(self, workdir):
+    del workdir   # the real check is tested in test_main (an unwritable workdir)
+
   def train_and_evaluate(self, config, workdir):
     del config
     if self.refuse:

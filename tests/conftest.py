@@ -39,13 +39,6 @@ def pytest_configure(config):
                       JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 
-def pytest_collection_modifyitems(items):
-  """The end-to-end runs first (in their files' order), the unit tests after: with xdist's two
-  workers, a minute-long run that starts last leaves the other core idle to the end, while
-  short tests fill the gaps whenever they come."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def pytest_unconfigure(config):
   if hasattr(config, "jax_cache"):
     shutil.rmtree(config.jax_cache, ignore_errors=True)

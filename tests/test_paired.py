@@ -104,3 +104,30 @@ def test_the_controls_config_pairs_five_seeds_with_their_own_splits_and_both_con
   groups = {t.group or t.method for t in trials.make(c)}
   assert {"baseline", "pruning-keeppaper", "pruning-keep1.00"} <= groups
   assert sum(g.startswith("regularised-wd") for g in groups) == 3
+
+
+def test_the_controls_parts_each_pair_with_the_baseline_and_together_are_the_whole():
+  from miajax import config as config_lib
+  from miajax import trials
+  from miajax.configs import leaky_fashion_mnist_lenet5 as leaky
+
+  def names(arg):
+    c = leaky.get_config(arg)
+    config_lib.validate(c)
+    assert c.split_per_trial and c.seeds == (0, 1, 2, 3, 4)
+    assert {"samia", "differencing"} <= set(c.audits) and c.pruning.keep_dense
+    return {t.name for t in trials.make(c)}
+
+  whole = names("controls")
+  parts = {p: names(p) for p in leaky.CONTROL_PARTS}
+  for p, trial_names in parts.items():
+    # Each part holds the baseline and pruning at the paper's rates of every seed, so its own
+    # report pairs them; every part's trials are the whole's (the same names, the same seeds).
+    for seed in range(5):
+      assert {f"baseline-seed{seed}", f"pruning-keeppaper-seed{seed}"} <= trial_names, p
+    assert trial_names <= whole, p
+    assert len(trial_names) < len(whole), p
+  assert set().union(*parts.values()) == whole
+  assert any(n.startswith("pruning-keep1.00") for n in parts["controls_schedule"])
+  assert any(n.startswith("regularised-wd") for n in parts["controls_l2"])
+  assert any(n.startswith("narrow") for n in parts["controls_small"])

@@ -2,7 +2,8 @@
 run writes every file of its workdir to the bucket and nothing on disk, ends where the same
 run on local disk ends, resumes after SIGKILL (past a damaged checkpoint too), refuses a
 changed config, and inspect, report and export read it there. A bucket that does not exist is
-one line before any data is built.
+one line before any data is built. A data dir in a bucket is staged to a local cache and gives
+the same run (miajax/data/staging.py); one without the dataset is one line.
 """
 
 import json
@@ -80,6 +81,24 @@ def test_a_bucket_that_does_not_exist_is_one_line_before_any_data_is_built(emula
   assert len(lines) == 1 and "gs://no-such-bucket" in lines[0] and "does not exist" in lines[0]
   assert not (tmp_path / "tfds").exists()            # the data was not built
   assert "Traceback" not in proc.stderr
+
+
+def test_a_data_dir_in_a_bucket_without_the_dataset_is_one_line_before_anything_is_written(
+    emulator, tmp_path):
+  emulator.bucket("empty")
+  env = {**emulator.env, "MIAJAX_DATA_CACHE": str(tmp_path / "cache")}
+  for data_dir, says in (
+      ("gs://empty/tfds", "data.name='digits' is not prepared in data.dir='gs://empty/tfds'"),
+      ("gs://no-such-bucket/tfds", "bucket gs://no-such-bucket does not exist")):
+    # Not even a :smoke run falls back to synthetic images: the bucket was asked for.
+    proc = _run("miajax.main", *SMOKE, f"--workdir={tmp_path / 'run'}",
+                f"--config.data.dir={data_dir}", env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    assert ("python -m miajax.data.prepare digits --data_dir=DIR && gsutil -m cp -r "
+            f"DIR/miajax_digits {data_dir}/") in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def _scalars(data: bytes, tmp_path) -> dict:

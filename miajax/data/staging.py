@@ -85,9 +85,14 @@ def stage(name: str, builder_name: str, version: str, data_dir: str) -> str:
                  sum(wanted.values()) / 1e6, source, target)
     tmp = os.path.join(os.path.dirname(target), f".{version}.tmp-{uuid.uuid4().hex}")
     try:
-      for file in sorted(wanted):
-        os.makedirs(os.path.dirname(os.path.join(tmp, file)), exist_ok=True)
-        paths.download(f"{source}/{file}", os.path.join(tmp, file))
+      try:
+        for file in sorted(wanted):
+          os.makedirs(os.path.dirname(os.path.join(tmp, file)), exist_ok=True)
+          paths.download(f"{source}/{file}", os.path.join(tmp, file))
+      except Exception as e:  # pylint: disable=broad-except
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"data.dir={data_dir!r}: copying {source} to {target} broke off "
+                        f"({reason[:200]}); nothing of it is kept, run again") from None
       if _local_sizes(tmp) != wanted:
         raise UserError(f"data.dir={data_dir!r}: {source} changed while it was copied to "
                         f"{target}; allowed: a prepared dataset nothing writes to (run again)")

@@ -388,3 +388,16 @@ def test_a_bucket_without_the_prepared_dataset_is_one_line_naming_what_to_run(fa
       "python -m miajax.data.prepare cifar10 --data_dir=DIR && gsutil -m cp -r DIR/cifar10 "
       "gs://bkt/tfds/")
   assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(fake_bucket, digits_dir,
+                                                                       tmp_path, monkeypatch):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root, _ = fake_bucket
+  shutil.copytree(os.path.join(digits_dir, "miajax_digits"), root / "tfds" / "miajax_digits")
+  (tmp_path / "file").write_text("not a directory")
+  monkeypatch.setenv("MIAJAX_DATA_CACHE", str(tmp_path / "file" / "cache"))
+  with pytest.raises(UserError, match=r"cannot be copied to .*file/cache/bkt/tfds/miajax_digits"
+                     r"/1.0.0 \(Not a directory\); allowed: a cache directory you can write, "
+                     "set with MIAJAX_DATA_CACHE=DIR"):
+    sources.load("digits", data_dir="gs://bkt/tfds")

@@ -16,7 +16,6 @@ match the bucket's, which one listing of the bucket tells.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -77,8 +76,14 @@ def stage(name: str, builder_name: str, version: str, data_dir: str) -> str:
   if _local_sizes(target) == wanted:
     logging.info("data: %s: the copy of %s in %s", name, source, target)
     return local
-  os.makedirs(os.path.dirname(target), exist_ok=True)
-  with _locked(os.path.join(os.path.dirname(target), f".{version}.lock")):
+  try:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    lock = open(os.path.join(os.path.dirname(target), f".{version}.lock"), "a")
+  except OSError as e:
+    raise UserError(f"data.dir={data_dir!r} cannot be copied to {target} ({e.strerror}); "
+                    f"allowed: a cache directory you can write, set with {CACHE_ENV}=DIR") from None
+  with lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)            # held until closed
     if _local_sizes(target) == wanted:          # another process of this host copied it
       return local
     logging.info("data: %s: copying %d files (%.1f MB) of %s to %s", name, len(wanted),
@@ -140,12 +145,3 @@ def _local_sizes(directory: str) -> dict[str, int] | None:
       sizes[os.path.relpath(path, directory).replace(os.sep, "/")] = os.path.getsize(path)
   return sizes
 
-
-@contextlib.contextmanager
-def _locked(path: str):
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)

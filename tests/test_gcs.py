@@ -265,10 +265,14 @@ def test_two_processes_of_two_devices_write_one_bucket_workdir_as_they_write_one
   bucket = emulator.bucket("pod")
   local = tmp_path / "local"
   _two_by_two(local, data_dir, tmp_path / "local_logs", {})
-  logs = _two_by_two(f"{bucket}/run", data_dir, tmp_path / "pod_logs", emulator.env)
+  # The data from the bucket too: the two processes of this host stage one copy between them.
+  emulator.upload_tree("pod", "tfds/miajax_digits", data_dir / "miajax_digits")
+  logs = _two_by_two(f"{bucket}/run", f"{bucket}/tfds", tmp_path / "pod_logs",
+                     {**emulator.env, "MIAJAX_DATA_CACHE": str(tmp_path / "cache")})
+  assert sum("data: digits: copying" in log for log in logs) == 1, logs
   # Process 0 writes the files and prints the table; both write their checkpoint shards.
   assert "test acc" in logs[0] and "test acc" not in logs[1]
-  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",))
+  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",), data_dir=str(data_dir))
   names = emulator.objects("pod", "run/")
   for i in range(2):
     assert f"run/baseline-seed0/checkpoints/30/state/ocdbt.process_{i}/manifest.ocdbt" in names

@@ -362,8 +362,9 @@ def test_a_staged_copy_is_reused_while_whole_and_an_interrupted_one_is_never_tru
   state.update(downloads=0, fail_after=0)
   staged = sources.load("digits", data_dir="gs://bkt/tfds")
   assert state["downloads"] == len(files) and sorted(os.listdir(version)) == files
+  original = sources.load("digits", digits_dir)
   np.testing.assert_array_equal(sources.to_arrays(staged.train)["image"],
-                                sources.to_arrays(sources.load("digits", digits_dir).train)["image"])
+                                sources.to_arrays(original.train)["image"])
   sources.load("digits", data_dir="gs://bkt/tfds")
   assert state["downloads"] == len(files)      # whole: reused, nothing downloaded
 

@@ -103,7 +103,8 @@ def test_a_data_dir_in_a_bucket_without_the_dataset_is_one_line_before_anything_
 
 def _scalars(data: bytes, tmp_path) -> dict:
   """{tag: [(step, value), ...]} of a TensorBoard event file's scalars, by TensorBoard's reader."""
-  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_file_loader
   from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   path = tmp_path / f"events-{len(list(tmp_path.glob('events-*')))}"
   path.write_bytes(data)

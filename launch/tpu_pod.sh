@@ -26,7 +26,10 @@
 #   WORKDIR         the run's directory (default gs://$BUCKET/miajax/NAME, NAME the config
 #                   file's name and :ARG): a gs:// URL, written in place by every worker, or a
 #                   path all workers share (NFS/Filestore); BUCKET or WORKDIR is required for run
-#   DATA_DIR        TFDS data dir, passed as --config.data.dir (default: the config's)
+#   DATA_DIR        TFDS data dir, passed as --config.data.dir (default: the config's): a
+#                   path on every worker, or gs://BUCKET/PATH for MNIST, Fashion-MNIST and
+#                   CIFAR (each worker copies the prepared dataset to ~/.cache/miajax/data
+#                   once); ImageNet: a gcsfuse mount point
 #   REMOTE_DIR      checkout directory on the workers, relative to the home directory
 #                   (default miajax)
 #   REMOTE_PYTHON   the workers' Python (default python3)

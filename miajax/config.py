@@ -233,11 +233,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
        all(isinstance(s, int) and s >= 0 for s in seeds), "seeds",
        "distinct non-negative integers, e.g. 0,1,2")
   need(c.data.name in sources.NAMES, "data.name", ", ".join(sources.NAMES))
-  # TFDS reads a bucket's metadata, but its records go through ArrayRecord's own reader, which
-  # hung on gs:// here and cannot be pointed at a test emulator: refused, not left to hang.
-  need(not str(c.data.dir or "").startswith("gs://"), "data.dir",
-       "None or a local or shared-disk directory (gs:// data dirs are not supported; gs:// "
-       "workdirs are)")
+  # A gs:// data dir is copied to local disk (ArrayRecord's reader reads local files only),
+  # which only a dataset held in memory allows; any other URL is no data dir TFDS reads here.
+  data_dir = str(c.data.dir or "")
+  if data_dir.startswith("gs://"):
+    from miajax.data import staging  # pylint: disable=g-import-not-at-top
+    why = staging.refusal(c.data.name, data_dir)
+    if why:
+      raise UserError(why)
+  need("://" not in data_dir or data_dir.startswith("gs://"), "data.dir",
+       "None, a local or shared-disk directory, or gs://BUCKET/PATH")
   # Synthetic numbers must never pass for a real run's.
   need(not c.data.synthetic or c.smoke, "data.synthetic",
        "False outside a :smoke config (synthetic images are for smoke checks only)")

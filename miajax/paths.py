@@ -9,6 +9,7 @@ atomic writes write in place there; appending rewrites the object; a "directory"
 an object is under it.
 """
 
+import contextlib
 import io
 import logging
 import os
@@ -116,16 +117,30 @@ def mtime_ns(path: Any) -> int:
   return int(mtime.timestamp() * 1e9) if hasattr(mtime, "timestamp") else 0
 
 
+def sizes(path: Any) -> dict[str, int]:
+  """{name relative to gs:// `path`: size in bytes} of every object under it, from one listing
+  ({} when there is none). FileNotFoundError: its bucket does not exist."""
+  prefix = str(path)[len("gs://"):].rstrip("/")
+  with _quiet_gcsfs():
+    found = _filesystem().find(prefix, detail=True)
+  return {key[len(prefix) + 1:]: int(info["size"]) for key, info in found.items()
+          if key.startswith(prefix + "/") and not key.endswith("/")}   # "/": folder markers
+
+
+def download(path: Any, local: Any) -> None:
+  """Copies gs:// object `path` to local file `local`, streamed."""
+  _filesystem().get_file(str(path), os.fspath(local))
+
+
 def check_writable(path: Any, label: str) -> None:
   """A gs:// directory that can be written: its bucket exists and takes an object (a probe,
   deleted at once). Anything else is one UserError, `label` (the flag) and the bucket."""
   path = of(path)
   probe = path / f".miajax-probe-{uuid.uuid4().hex}"   # one per process of a pod
-  quiet = logging.getLogger("gcsfs")   # its retries' tracebacks: the one line below says it
-  was, quiet.disabled = quiet.disabled, True
   try:
-    probe.write_bytes(b"")
-    probe.unlink()
+    with _quiet_gcsfs():
+      probe.write_bytes(b"")
+      probe.unlink()
   except FileNotFoundError:
     raise UserError(f"{label}: bucket {bucket(path)} does not exist; {ALLOWED} in an "
                     "existing bucket you can write") from None
@@ -134,6 +149,15 @@ def check_writable(path: Any, label: str) -> None:
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise UserError(f"{label}: bucket {bucket(path)} cannot be written ({reason[:200]});"
                     f" {ALLOWED} in an existing bucket you can write") from None
+
+
+@contextlib.contextmanager
+def _quiet_gcsfs():
+  """gcsfs's retries log tracebacks; the caller's one-line error says what went wrong."""
+  quiet = logging.getLogger("gcsfs")
+  was, quiet.disabled = quiet.disabled, True
+  try:
+    yield
   finally:
     quiet.disabled = was
 

@@ -11,6 +11,7 @@ hierarchical-bucket probe, which needs credentials, is off.
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import time
@@ -98,6 +99,21 @@ class Emulator:
     with urllib.request.urlopen(f"{self.url}/storage/v1/b/{bucket}/o/{quoted}?alt=media",
                                 timeout=10) as r:
       return r.read()
+
+  def upload(self, bucket: str, name: str, data: bytes) -> None:
+    request = urllib.request.Request(
+        f"{self.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&"
+        f"name={urllib.parse.quote(name, safe='')}", data=data,
+        headers={"Content-Type": "application/octet-stream"}, method="POST")
+    urllib.request.urlopen(request, timeout=60).close()
+
+  def upload_tree(self, bucket: str, prefix: str, directory) -> list[str]:
+    """Every file under local `directory` as gs://bucket/prefix/RELATIVE (gsutil cp -r)."""
+    names = []
+    for path in sorted(p for p in pathlib.Path(directory).rglob("*") if p.is_file()):
+      names.append(f"{prefix}/{path.relative_to(directory).as_posix()}")
+      self.upload(bucket, names[-1], path.read_bytes())
+    return names
 
   def stop(self) -> None:
     if self.process.poll() is None:

@@ -263,3 +263,142 @@ def test_prepare_command_without_tensorflow_says_how_to_install_it(tmp_path):
       env={**os.environ, "TFDS_DATA_DIR": str(tmp_path)})
   assert result.returncode == 2
   assert "pip install -e '.[prepare]'" in result.stderr
+
+
+def _config(name: str, arg: str | None = None):
+  import importlib.util as util  # pylint: disable=g-import-not-at-top
+  spec = util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_a_bucket_data_dir_is_refused_for_imagenet_in_one_line_naming_gcsfuse():
+  from miajax import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = _config("imagenet_resnet18", "smoke")
+  c.data.dir = "gs://bucket/tfds"
+  with pytest.raises(UserError) as e:
+    config_lib.validate(c)
+  message = str(e.value)
+  assert "\n" not in message and "data.dir='gs://bucket/tfds'" in message
+  assert "'imagenet2012'" in message and "gcsfuse" in message
+  with pytest.raises(UserError, match="gcsfuse"):      # the loader says the same, unvalidated
+    sources.load("imagenet2012", data_dir="gs://bucket/tfds")
+
+
+def test_a_bucket_data_dir_validates_for_datasets_held_in_memory_and_other_urls_do_not():
+  from miajax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for name in ("default", "cifar10_cnn"):
+    c = _config(name, "smoke")
+    c.data.dir = "gs://bucket/tfds"
+    config_lib.validate(c)
+  c.data.dir = "s3://bucket/tfds"
+  with pytest.raises(UserError, match="data.dir='s3://bucket/tfds' is not allowed; allowed: "
+                     "None, a local or shared-disk directory, or gs://BUCKET/PATH"):
+    config_lib.validate(c)
+
+
+def test_preparing_into_a_bucket_is_refused_saying_to_prepare_locally_and_copy():
+  from miajax.data import prepare  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError) as e:
+    prepare.prepare("digits", "gs://bucket/tfds")
+  assert "\n" not in str(e.value)
+  assert "gsutil -m cp -r DIR/* gs://bucket/tfds" in str(e.value)
+
+
+def test_the_staging_cache_follows_the_environment_like_the_compilation_cache(monkeypatch):
+  from miajax.data import staging  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv(staging.CACHE_ENV, raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", "/x/cache")
+  assert staging.local_dir("gs://bkt/a/tfds/") == "/x/cache/miajax/data/bkt/a/tfds"
+  monkeypatch.setenv(staging.CACHE_ENV, "/y")
+  assert staging.local_dir("gs://bkt/tfds") == "/y/bkt/tfds"
+  with pytest.raises(UserError, match="without empty, . or .. parts"):
+    staging.local_dir("gs://bkt/../../etc")
+
+
+@pytest.fixture
+def fake_bucket(tmp_path, monkeypatch):
+  """gs://bkt/... read from tmp_path/bucket/... in place of Cloud Storage, every download
+  counted; `fail_after` > 0 makes that many succeed and the next one raise."""
+  from miajax import paths  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "bucket"
+  local = lambda url: root / url[len("gs://bkt/"):]
+  state = {"downloads": 0, "fail_after": 0}
+
+  def sizes(url):
+    base = local(url)
+    return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*")
+            if p.is_file()}
+
+  def download(url, to):
+    if state["fail_after"] and state["downloads"] == state["fail_after"]:
+      raise OSError("connection reset")
+    state["downloads"] += 1
+    with open(to, "wb") as f:
+      f.write(local(url).read_bytes())
+
+  monkeypatch.setattr(paths, "sizes", sizes)
+  monkeypatch.setattr(paths, "download", download)
+  monkeypatch.setenv("MIAJAX_DATA_CACHE", str(tmp_path / "cache"))
+  return root, state
+
+
+def test_a_staged_copy_is_reused_while_whole_and_an_interrupted_one_is_never_trusted(
+    fake_bucket, digits_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from miajax.data import staging  # pylint: disable=g-import-not-at-top
+  root, state = fake_bucket
+  shutil.copytree(os.path.join(digits_dir, "miajax_digits"), root / "tfds" / "miajax_digits")
+  files = sorted(p.name for p in (root / "tfds" / "miajax_digits" / "1.0.0").iterdir())
+  version = tmp_path / "cache" / "bkt" / "tfds" / "miajax_digits" / "1.0.0"
+
+  state["fail_after"] = 2                     # the copy breaks off after two files
+  with pytest.raises(UserError, match=r"copying gs://bkt/tfds/miajax_digits/1.0.0 to .* broke "
+                     r"off \(connection reset\); nothing of it is kept, run again"):
+    sources.load("digits", data_dir="gs://bkt/tfds")
+  assert sorted(p.name for p in version.parent.iterdir()) == [".1.0.0.lock"]   # nothing kept
+
+  state.update(downloads=0, fail_after=0)
+  staged = sources.load("digits", data_dir="gs://bkt/tfds")
+  assert state["downloads"] == len(files) and sorted(os.listdir(version)) == files
+  original = sources.load("digits", digits_dir)
+  np.testing.assert_array_equal(sources.to_arrays(staged.train)["image"],
+                                sources.to_arrays(original.train)["image"])
+  sources.load("digits", data_dir="gs://bkt/tfds")
+  assert state["downloads"] == len(files)      # whole: reused, nothing downloaded
+
+  info = root / "tfds" / "miajax_digits" / "1.0.0" / "dataset_info.json"
+  info.write_text(info.read_text() + " ")      # the bucket's copy changed: copied again
+  assert staging.stage("digits", "miajax_digits", "1.0.0", "gs://bkt/tfds") == \
+      str(tmp_path / "cache" / "bkt" / "tfds")
+  assert state["downloads"] == 2 * len(files)
+  assert (version / "dataset_info.json").read_text() == info.read_text()
+  assert sorted(p.name for p in version.parent.iterdir()) == [".1.0.0.lock", "1.0.0"]
+
+
+def test_a_bucket_without_the_prepared_dataset_is_one_line_naming_what_to_run(fake_bucket,
+                                                                            tmp_path):
+  root, _ = fake_bucket
+  (root / "tfds").mkdir(parents=True)
+  with pytest.raises(UserError) as e:
+    sources.load("cifar10", data_dir="gs://bkt/tfds")
+  assert str(e.value) == (
+      "data.name='cifar10' is not prepared in data.dir='gs://bkt/tfds' (no dataset_info.json "
+      "under gs://bkt/tfds/cifar10/3.0.2); prepare it on a local disk and copy it there: "
+      "python -m miajax.data.prepare cifar10 --data_dir=DIR && gsutil -m cp -r DIR/cifar10 "
+      "gs://bkt/tfds/")
+  assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(fake_bucket, digits_dir,
+                                                                       tmp_path, monkeypatch):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root, _ = fake_bucket
+  shutil.copytree(os.path.join(digits_dir, "miajax_digits"), root / "tfds" / "miajax_digits")
+  (tmp_path / "file").write_text("not a directory")
+  monkeypatch.setenv("MIAJAX_DATA_CACHE", str(tmp_path / "file" / "cache"))
+  with pytest.raises(UserError, match=r"cannot be copied to .*file/cache/bkt/tfds/miajax_digits"
+                     r"/1.0.0 \(Not a directory\); allowed: a cache directory you can write, "
+                     "set with MIAJAX_DATA_CACHE=DIR"):
+    sources.load("digits", data_dir="gs://bkt/tfds")

@@ -2,7 +2,8 @@
 run writes every file of its workdir to the bucket and nothing on disk, ends where the same
 run on local disk ends, resumes after SIGKILL (past a damaged checkpoint too), refuses a
 changed config, and inspect, report and export read it there. A bucket that does not exist is
-one line before any data is built.
+one line before any data is built. A data dir in a bucket is staged to a local cache and gives
+the same run (miajax/data/staging.py); one without the dataset is one line.
 """
 
 import json
@@ -47,14 +48,24 @@ def _records(text: str) -> dict:
   return {r["name"]: {k: v for k, v in r.items() if k not in PLACE} for r in json.loads(text)}
 
 
-def _assert_same_run(local, emu, bucket, prefix, trials, curves=True):
-  """The bucket's workdir holds what the local one holds, file by file where it matters."""
+def _config(text, data_dir=None):
+  """A config.json, with data.dir replaced by `data_dir` where given (where the data was read
+  from, not what was computed)."""
+  config = json.loads(text)
+  if data_dir is not None:
+    config["data"]["dir"] = data_dir
+  return config
+
+
+def _assert_same_run(local, emu, bucket, prefix, trials, curves=True, data_dir=None):
+  """The bucket's workdir holds what the local one holds, file by file where it matters;
+  `data_dir`: the local run's data.dir, where the bucket's run read its data elsewhere."""
   read = lambda name: emu.read(bucket, f"{prefix}/{name}")
   assert _records(read("results.json")) == _records((local / "results.json").read_text())
-  assert json.loads(read("config.json")) == json.loads((local / "config.json").read_text())
+  assert _config(read("config.json"), data_dir) == _config((local / "config.json").read_text())
   assert read("results.csv").splitlines()[0] == (local / "results.csv").read_bytes().splitlines()[0]
   for t in trials:
-    assert json.loads(read(f"{t}/config.json")) == json.loads(
+    assert _config(read(f"{t}/config.json"), data_dir) == _config(
         (local / t / "config.json").read_text())
     for name in ("splits.npz", "scores.npz"):
       _same_arrays(_npz(read(f"{t}/{name}")), _npz((local / t / name).read_bytes()), name)
@@ -72,34 +83,94 @@ def test_a_bucket_that_does_not_exist_is_one_line_before_any_data_is_built(emula
   assert "Traceback" not in proc.stderr
 
 
-def test_a_smoke_run_on_a_bucket_writes_what_the_same_run_writes_on_disk(
+def test_a_data_dir_in_a_bucket_without_the_dataset_is_one_line_before_anything_is_written(
+    emulator, tmp_path):
+  emulator.bucket("empty")
+  env = {**emulator.env, "MIAJAX_DATA_CACHE": str(tmp_path / "cache")}
+  for data_dir, says in (
+      ("gs://empty/tfds", "data.name='digits' is not prepared in data.dir='gs://empty/tfds'"),
+      ("gs://no-such-bucket/tfds", "bucket gs://no-such-bucket does not exist")):
+    # Not even a :smoke run falls back to synthetic images: the bucket was asked for.
+    proc = _run("miajax.main", *SMOKE, f"--workdir={tmp_path / 'run'}",
+                f"--config.data.dir={data_dir}", env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    assert ("python -m miajax.data.prepare digits --data_dir=DIR && gsutil -m cp -r "
+            f"DIR/miajax_digits {data_dir}/") in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def _scalars(data: bytes, tmp_path) -> dict:
+  """{tag: [(step, value), ...]} of a TensorBoard event file's scalars, by TensorBoard's reader."""
+  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_file_loader
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  path = tmp_path / f"events-{len(list(tmp_path.glob('events-*')))}"
+  path.write_bytes(data)
+  scalars = {}
+  for event in event_file_loader.EventFileLoader(str(path)).Load():
+    for v in event.summary.value:
+      value = (v.simple_value if v.WhichOneof("value") == "simple_value"
+               else float(tensor_util.make_ndarray(v.tensor)))
+      scalars.setdefault(v.tag, []).append((event.step, value))
+  return scalars
+
+
+def test_a_smoke_run_on_a_bucket_reading_its_data_from_the_bucket_writes_what_it_writes_on_disk(
     emulator, tmp_path, data_dir):
   bucket = emulator.bucket("smoke")
   local = tmp_path / "local"
-  args = (*SMOKE, f"--config.data.dir={data_dir}")
-  on_disk = _run("miajax.main", *args, f"--workdir={local}", env={})
+  on_disk = _run("miajax.main", *SMOKE, f"--config.data.dir={data_dir}", f"--workdir={local}",
+                 env={})
   assert on_disk.returncode == 0, on_disk.stderr[-3000:]
-  remote = _run("miajax.main", *args, f"--workdir={bucket}/run", env=emulator.env)
+  # The dataset the local run prepared, copied to the bucket as `gsutil -m cp -r` would.
+  uploaded = emulator.upload_tree("smoke", "tfds/miajax_digits", data_dir / "miajax_digits")
+  assert any(n.endswith(".array_record-00000-of-00001") for n in uploaded), uploaded
+  cache = tmp_path / "cache"
+  env = {**emulator.env, "MIAJAX_DATA_CACHE": str(cache)}
+  args = (*SMOKE, f"--config.data.dir={bucket}/tfds")
+  remote = _run("miajax.main", *args, f"--workdir={bucket}/run", env=env)
   assert remote.returncode == 0, remote.stderr[-3000:]
   assert f"results: {bucket}/run/results.json" in remote.stdout
+  assert f"copying {len(uploaded)} files" in remote.stderr
+  staged = cache / "smoke" / "tfds" / "miajax_digits"
+  assert sorted(f"miajax_digits/1.0.0/{p.name}" for p in (staged / "1.0.0").iterdir()) == \
+      sorted(n[len("tfds/"):] for n in uploaded)
+  # Beside it only the lock of this host's copies: no temporary directory left over.
+  assert sorted(p.name for p in staged.iterdir()) == [".1.0.0.lock", "1.0.0"]
   trials = ("baseline-seed0", "pruning-seed0")
-  _assert_same_run(local, emulator, "smoke", "run", trials)
+  # The same digits, read from the staged copy: the same records, splits and scores.
+  _assert_same_run(local, emulator, "smoke", "run", trials, data_dir=str(data_dir))
+  assert json.loads(emulator.read("smoke", "run/config.json"))["data"]["dir"] == f"{bucket}/tfds"
 
   names = emulator.objects("smoke", "run/")
   for t in trials:
-    assert any(n.startswith(f"run/{t}/events.out.tfevents.") for n in names), names
+    # TensorBoard's curves reached the bucket, each file (training from step N, audit) with
+    # the scalars it has on disk. Names end in .SUFFIX after the time, host and process id.
+    in_bucket = {n.rsplit(".", 1)[1]: _scalars(emulator.read("smoke", n), tmp_path)
+                 for n in names if n.startswith(f"run/{t}/events.out.tfevents.")}
+    on_disk = {p.name.rsplit(".", 1)[1]: _scalars(p.read_bytes(), tmp_path)
+               for p in (local / t).glob("events.out.tfevents.*")}
+    assert {"from0", "audit"} <= set(in_bucket), names
+    assert all(in_bucket.values()) and set(in_bucket) == set(on_disk)
+    for kind, scalars in in_bucket.items():
+      assert sorted(scalars) == sorted(on_disk[kind]), kind
+      timed = [tag for tag in scalars if tag.endswith("_per_s")]   # speed: not computed
+      assert {k: v for k, v in scalars.items() if k not in timed} == \
+          {k: v for k, v in on_disk[kind].items() if k not in timed}, kind
     assert any(n.startswith(f"run/{t}/checkpoints/30/state/") for n in names), names
   assert "run/command.json" in names
   assert not any(".miajax-probe-" in n or n.endswith(".tmp") for n in names), names
   assert not (ROOT / "gs:").exists()                 # nothing under a folder named "gs:"
 
   # The same command again: everything is done, nothing is trained again.
-  again = _run("miajax.main", *args, f"--workdir={bucket}/run", env=emulator.env)
+  again = _run("miajax.main", *args, f"--workdir={bucket}/run", env=env)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "compiling the train step" not in again.stderr
+  assert "copying" not in again.stderr and f"the copy of {bucket}/tfds" in again.stderr
   # A different config on the bucket's run: refused, naming it.
-  changed = _run("miajax.main", *args, "--config.seed=1", f"--workdir={bucket}/run",
-                 env=emulator.env)
+  changed = _run("miajax.main", *args, "--config.seed=1", f"--workdir={bucket}/run", env=env)
   assert changed.returncode == 2, changed.stderr[-3000:]
   last = changed.stderr.strip().splitlines()[-1]
   assert f"--workdir={bucket}/run holds a run of configs/default.py:smoke with seed=0" in last
@@ -195,10 +266,14 @@ def test_two_processes_of_two_devices_write_one_bucket_workdir_as_they_write_one
   bucket = emulator.bucket("pod")
   local = tmp_path / "local"
   _two_by_two(local, data_dir, tmp_path / "local_logs", {})
-  logs = _two_by_two(f"{bucket}/run", data_dir, tmp_path / "pod_logs", emulator.env)
+  # The data from the bucket too: the two processes of this host stage one copy between them.
+  emulator.upload_tree("pod", "tfds/miajax_digits", data_dir / "miajax_digits")
+  logs = _two_by_two(f"{bucket}/run", f"{bucket}/tfds", tmp_path / "pod_logs",
+                     {**emulator.env, "MIAJAX_DATA_CACHE": str(tmp_path / "cache")})
+  assert sum("data: digits: copying" in log for log in logs) == 1, logs
   # Process 0 writes the files and prints the table; both write their checkpoint shards.
   assert "test acc" in logs[0] and "test acc" not in logs[1]
-  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",))
+  _assert_same_run(local, emulator, "pod", "run", ("baseline-seed0",), data_dir=str(data_dir))
   names = emulator.objects("pod", "run/")
   for i in range(2):
     assert f"run/baseline-seed0/checkpoints/30/state/ocdbt.process_{i}/manifest.ocdbt" in names

@@ -16,7 +16,8 @@ NAME is one of digits, mnist, fashion_mnist, cifar10, cifar100, imagenet2012.
   (default DATA_DIR/downloads/manual). Needs TensorFlow as above, and hours.
 
 --data_dir defaults to $TFDS_DATA_DIR, else ~/tensorflow_datasets. Pass the same directory
-to training as --config.data.dir.
+to training as --config.data.dir. For a data dir in a bucket, prepare into a local DIR and copy
+it with gsutil -m cp -r DIR/* gs://BUCKET/PATH, then pass --config.data.dir=gs://BUCKET/PATH.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   if name not in sources.NAMES:
     raise UserError(f"NAME={name!r} is not a known dataset; allowed: "
                     f"{', '.join(sources.NAMES)}")
+  if "://" in str(data_dir or ""):
+    # TFDS builds through a local scratch directory and ArrayRecord writes local files only.
+    raise UserError(f"--data_dir={data_dir} is not a directory this can prepare into; allowed: "
+                    f"a local directory: python -m miajax.data.prepare {name} --data_dir=DIR, "
+                    f"then copy it with: gsutil -m cp -r DIR/* {data_dir}")
   if name not in sources.STOCK_NAMES:
     return sources.prepare_ours(name, data_dir, manual_dir)
   if importlib.util.find_spec("tensorflow") is None:

@@ -21,9 +21,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from miajax import paths
 from miajax.data import digits
 from miajax.data import idx
 from miajax.data import specs
+from miajax.data import staging
 from miajax.errors import NotPrepared, UserError
 
 NAMES = specs.NAMES
@@ -108,7 +110,8 @@ def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) 
   Args:
     name: one of `NAMES`.
     data_dir: TFDS data dir; None means TFDS's default ($TFDS_DATA_DIR, else
-      ~/tensorflow_datasets).
+      ~/tensorflow_datasets). A gs:// URL is staged to local disk first (`staging`), for the
+      datasets held in memory only.
     manual_dir: directory of the IDX `.gz` files for `mnist` (required on first use) and
       `fashion_mnist` (default /usr/share/datasets/fashion-mnist); for `imagenet2012`, only
       named in the error that says how to prepare it; ignored otherwise.
@@ -119,6 +122,10 @@ def load(name: str, data_dir: str | None = None, manual_dir: str | None = None) 
   """
   if name not in NAMES:
     raise UserError(f"data.name={name!r} is not a known dataset; allowed: {', '.join(NAMES)}")
+  if paths.is_remote(data_dir):
+    # ArrayRecord's reader reads local files only: the prepared dataset is copied to disk.
+    builder_cls = _OURS.get(name) or tfds.builder_cls(name)
+    data_dir = staging.stage(name, builder_cls.name, str(builder_cls.VERSION), data_dir)
   # Resolved now, not at TFDS import, so a TFDS_DATA_DIR set later is still honoured.
   data_dir = os.path.expanduser(data_dir or tfds.core.constants.get_default_data_dir())
   if name in _OURS:

@@ -293,7 +293,7 @@ def test_a_swept_dp_trial_matches_the_same_trial_run_alone(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_path, data_dir):
+def test_a_keep_sweep_over_two_devices_gives_each_trial_what_it_gets_alone(tmp_path, data_dir):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from conftest import ROOT  # pylint: disable=g-import-not-at-top
@@ -308,10 +308,11 @@ def test_a_keep_sweep_on_four_devices_gives_each_trial_what_it_gets_alone(tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     return {r["name"]: r for r in json.loads((workdir / "results.json").read_text())}
 
-  # Four keep levels, vmapped and sharded one trial per device; each level alone on one.
-  sweep = run(4, tmp_path / "sweep", "--config.sweep.keep=(0.5,0.3,0.2,0.1)",
+  # Two keep levels, vmapped and sharded one trial per device (tests/test_distributed.py
+  # shards four trials over four devices); the last level alone on one device.
+  sweep = run(2, tmp_path / "sweep", "--config.sweep.keep=(0.5,0.1)",
               "--config.train.strategy=vmap")
-  assert sorted(sweep) == [f"pruning-keep{k}-seed0" for k in ("0.10", "0.20", "0.30", "0.50")]
+  assert sorted(sweep) == [f"pruning-keep{k}-seed0" for k in ("0.10", "0.50")]
   # One level alone: the last device's trial, where XLA:CPU has dropped work before
   # (benchmarks/NOTES.md, per-example gradients).
   for keep in ("0.1",):

@@ -7,6 +7,7 @@ both attack sets (a sample of D the size of D').
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,13 @@ from miajax import splits as splits_lib
 from miajax.data import pipeline
 
 
+class Roles(NamedTuple):
+  """What each audited example is: its label (None where unknown), membership and split."""
+  labels: np.ndarray | None   # (N,)
+  is_member: np.ndarray       # (N,) bool
+  split: np.ndarray           # (N,) 0 = attack-train, 1 = audit
+
+
 @dataclasses.dataclass(frozen=True)
 class Outputs:
   """Logits (trials, N, C) of every example an audit uses, with its labels and roles."""
@@ -33,6 +41,10 @@ class Outputs:
 
   def select(self, member: bool, split: int) -> np.ndarray:
     return (self.is_member == member) & (self.split == split)
+
+  @property
+  def roles(self) -> Roles:
+    return Roles(self.labels, self.is_member, self.split)
 
 
 def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn, sharding,
@@ -235,41 +247,66 @@ def _class_matched(members: np.ndarray, nonmembers: np.ndarray, labels: np.ndarr
           np.sort(order_out[rank_out < keep[labels[order_out]]]))
 
 
-def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class AttackInput(NamedTuple):
+  """Every audited example as the NN attack sees it: features (N, F), labels (N,), and
+  membership (N,) bool."""
+  feats: np.ndarray
+  labels: np.ndarray
+  is_member: np.ndarray
+
+
+class Fold(NamedTuple):
+  """Indices into an `AttackInput`: the NN attack's fit members and fit non-members, and the
+  held-out examples that choose its epochs and threshold."""
+  members: np.ndarray
+  nonmembers: np.ndarray
+  held: np.ndarray
+
+
+def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator) -> Fold:
   """(fit members, fit non-members, held-out examples): HELD_OUT_FRACTION of each group."""
   members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
   a = max(1, round(HELD_OUT_FRACTION * members.size))
   b = max(1, round(HELD_OUT_FRACTION * nonmembers.size))
-  return members[a:], nonmembers[b:], np.concatenate([members[:a], nonmembers[:b]])
+  return Fold(members[a:], nonmembers[b:], np.concatenate([members[:a], nonmembers[:b]]))
 
 
-def _nn_attack(probs, labels, is_member, members, nonmembers, num_classes, attack_config, key,
-               rng):
+def _nn_attack(x: AttackInput, members, nonmembers, num_classes, attack_config, key, rng):
   """The NN attack on (members, non-members), its epochs (best gain, Algorithm 1's measure)
-  and threshold chosen on a held-out share of them. Returns (params, epochs, threshold), the
-  threshold on P(member). The audit's attack is `_nn_fit` with criterion "auc".
+  and threshold chosen on a held-out share of them. The audit's attack is `_nn_fit` with
+  criterion "auc".
 
-  `probs` are the attack's input features (N, C), whichever `attack.features` gave them."""
-  members, nonmembers = _class_matched(members, nonmembers, labels, rng)
-  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
-  return _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config,
-                 key, criterion="gain")[:3]
+  Args:
+    x: every example; `x.feats` the attack's input, whichever `attack.features` gave it.
+    members, nonmembers: indices into `x` of the examples to fit on and hold out.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section (kind, epochs, batch_size, learning_rate).
+    key: the attack's PRNG key.
+    rng: draws the class matching and the held-out share.
+
+  Returns:
+    (params, epochs, threshold), the threshold on P(member).
+  """
+  members, nonmembers = _class_matched(members, nonmembers, x.labels, rng)
+  return _nn_fit(x, _held_out(members, nonmembers, rng), num_classes, attack_config, key,
+                 criterion="gain")[:3]
 
 
-def _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config, key,
-            criterion):
-  """`_nn_attack` on given fit members, fit non-members and held-out examples, its epochs
-  chosen by `criterion` ("gain" or "auc", `attack.train_early_stopped`).
+def _nn_fit(x: AttackInput, fold: Fold, num_classes, attack_config, key, criterion):
+  """`_nn_attack` on a given fold, its epochs chosen by `criterion` ("gain" or "auc",
+  `attack.train_early_stopped`).
 
-  Returns (params, epochs, threshold, every epoch's P(member) on `held` (epochs + 1, N))."""
+  Returns (params, epochs, threshold, every epoch's P(member) on `fold.held` (epochs + 1,
+  N))."""
+  fit_in, fit_out, held = fold
+  feats, labels, is_member = x
   params, epochs, _, p_by_epoch = attack.train_early_stopped(
-      key, attack_config.kind, num_classes, probs[fit_in], labels[fit_in], probs[fit_out],
-      labels[fit_out], probs[held], labels[held], is_member[held],
-      epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-      learning_rate=float(attack_config.learning_rate), criterion=criterion, held_scores=True,
-      width=probs.shape[1])
-  p_held = attack.predict(params, attack_config.kind, num_classes, probs[held], labels[held])
+      key, attack_config.kind, num_classes,
+      attack.AttackSet.of(feats[fit_in], labels[fit_in], feats[fit_out], labels[fit_out]),
+      attack.HeldOut(feats[held], labels[held], is_member[held]),
+      attack.Schedule.of(attack_config, criterion=criterion), held_scores=True,
+      width=feats.shape[1])
+  p_held = attack.predict(params, attack_config.kind, num_classes, feats[held], labels[held])
   return params, epochs, metrics.fit_threshold(p_held, is_member[held]), p_by_epoch
 
 
@@ -335,8 +372,8 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   attacks = THRESHOLD_ATTACKS if attacks is None else attacks
   for name, score_fn in attacks.items():
     scores[f"score_{name}"] = score_fn(out.logits[k], out.labels)
-  more, _ = score_audit(scores, out.labels, out.is_member, out.split, num_classes, seed,
-                        rng=rng, replicates=bootstrap_replicates(attack_config), nn=nn,
+  more, _ = score_audit(scores, out.roles, num_classes, seed, rng=rng,
+                        replicates=bootstrap_replicates(attack_config), nn=nn,
                         notes=fields["notes"], attacks=tuple(attacks))
   return fields | more, scores
 
@@ -356,10 +393,11 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   test = out.split == 1
   members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),
                                        np.flatnonzero(out.select(False, 0)), labels, rng)
-  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
-  params, epochs, threshold, p_by_epoch = _nn_fit(feats, labels, is_member, fit_in, fit_out,
-                                                  held, num_classes, attack_config,
-                                                  jax.random.PRNGKey(seed), criterion="auc")
+  fold = _held_out(members, nonmembers, rng)
+  held = fold.held
+  params, epochs, threshold, p_by_epoch = _nn_fit(
+      AttackInput(feats, labels, is_member), fold, num_classes, attack_config,
+      jax.random.PRNGKey(seed), criterion="auc")
   scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, feats, labels)}
   fields = attack.evaluate(scores["score_nn"][test], is_member[test], threshold=threshold)
   fields["attack_epochs"] = int(epochs)
@@ -387,27 +425,39 @@ class NNCandidate:
   auc: float
 
 
-def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
-                is_member: np.ndarray, split: np.ndarray, num_classes: int | None, seed: int, *,
-                rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
+def score_audit(scores: dict[str, np.ndarray], roles: Roles, num_classes: int | None,
+                seed: int, *, rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
                 nn: NNCandidate | None = None, notes=(),
                 attacks: tuple[str, ...] = tuple(THRESHOLD_ATTACKS)
                 ) -> tuple[dict, dict[str, np.ndarray]]:
   """The threshold attacks on whichever scores `scores` holds, the headline and intervals.
 
   `audit`'s second half, shared with an audit of scores alone (`miajax.audit`, where a model
-  brought from elsewhere may give only its losses). For each `score_<name>` of `attacks`
-  (the global-threshold attacks run: THRESHOLD_ATTACKS, or the run's `audits`) in `scores`, a global threshold fit on split 0 and measured on split 1;
-  with `labels`, the CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to
-  `scores`). An attack whose score is absent is null in `threshold_attacks` and no headline
-  candidate. The headline is the candidate (these, and `nn` when given) with the best
-  out-of-sample AUC on split 0 (`_headline_selection`, which draws from `rng`).
+  brought from elsewhere may give only its losses). For each `score_<name>` of `attacks` in
+  `scores`, a global threshold fit on split 0 and measured on split 1; with labels, the
+  CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to `scores`). An attack
+  whose score is absent is null in `threshold_attacks` and no headline candidate. The headline
+  is the candidate (these, and `nn` when given) with the best out-of-sample AUC on split 0
+  (`_headline_selection`, which draws from `rng`).
+
+  Args:
+    scores: per-example scores by "score_<name>", (N,) each, higher = member.
+    roles: the examples' labels (None where unknown: no class-threshold attacks), membership
+      and split.
+    num_classes: the classes of the labels (None without labels).
+    seed: seeds the bootstrap intervals.
+    rng: draws the headline selection's halves.
+    replicates: bootstrap replicates behind each interval.
+    nn: the NN attack's headline candidate, if it ran.
+    notes: the record's notes so far, kept first.
+    attacks: the global-threshold attacks run: THRESHOLD_ATTACKS, or the run's `audits`.
 
   Returns:
     (the record fields threshold_attacks, headline_selection, headline_attack, headline_auc,
     headline_accuracy, headline_tpr_at_fpr, notes (`notes` and the headline's), intervals;
     each attack's member calls on every example, by name).
   """
+  labels, is_member, split = roles
   fit, test = split == 0, split == 1
   calls = {} if nn is None else {"nn": nn.calls}
   fields = {"threshold_attacks": {}}
@@ -548,7 +598,7 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   for f in range(folds):
     held = np.concatenate([members[member_fold == f], nonmembers[nonmember_fold == f]])
     params, _, _ = _nn_attack(
-        probs, out.labels, out.is_member, members[member_fold != f],
+        AttackInput(probs, out.labels, out.is_member), members[member_fold != f],
         nonmembers[nonmember_fold != f], num_classes, attack_config,
         jax.random.fold_in(jax.random.PRNGKey(seed), f), np.random.default_rng([seed, f]))
     p = attack.predict(params, attack_config.kind, num_classes, probs[held], out.labels[held])

@@ -114,7 +114,7 @@ def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_clas
           scores[f"score_{a.name}"] = (a.score(out.logits[k], out.labels) if a.score
                                        else a.example_score(target))
         more, _ = evaluate.score_audit(
-            scores, out.labels, out.is_member, out.split, num_classes, seed, rng=rng,
+            scores, out.roles, num_classes, seed, rng=rng,
             replicates=evaluate.bootstrap_replicates(config.attack), nn=candidate,
             notes=fields.get("notes", ()), attacks=tuple(a.name for a in scored))
         fields |= more

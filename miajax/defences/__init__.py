@@ -42,6 +42,11 @@ def sections() -> dict[str, dict]:
   return out
 
 
+def duration_fields() -> tuple[str, ...]:
+  """The epochs field of every registered defence's phases, once each (`durations`)."""
+  return tuple(dict.fromkeys(f for d in _REGISTRY.values() for _, f in d.phases))
+
+
 def sweeps() -> dict[str, tuple[str, tuple[str, ...], str]]:
   """sweep key -> (config field, the defences that read it, trial-name prefix)."""
   out: dict[str, tuple[str, tuple[str, ...], str]] = {}

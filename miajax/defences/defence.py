@@ -20,6 +20,9 @@ from typing import Any, Callable, Mapping
 
 import jax
 
+from miajax import durations
+from miajax.durations import epochs_to_steps  # pylint: disable=unused-import
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -51,10 +54,6 @@ class Recipe:
     return sum(p.steps for p in self.phases)
 
 
-def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-  return int(round(epochs * steps_per_epoch))
-
-
 def state_fields(extra) -> tuple[str, ...]:
   """The fields of a defence's typed state that hold something (also those of a wrapped
   defence's, in `inner`): what an audit may read there ("dense": `kept_dense`)."""
@@ -79,7 +78,8 @@ Need = Callable[[bool, str, str], None]
 @dataclasses.dataclass(frozen=True)
 class Defence:
   name: str
-  # (phase name, config field of its epochs), in training order.
+  # (phase name, config field of its epochs), in training order. Each may be given in steps
+  # or examples instead, beside it (`durations`).
   phases: tuple[tuple[str, str], ...] = (("train", "train.epochs"),)
   # (config, steps per phase, model, tx, num_classes, num_members) -> Recipe.
   build: Callable[..., Recipe] | None = None
@@ -117,9 +117,8 @@ class Defence:
     return field_value(config, self.model_field) if self.model_field else config.model.name
 
   def phase_steps(self, config, steps_per_epoch: int) -> tuple[int, ...]:
-    """The steps of each phase, known before anything is built."""
-    return tuple(epochs_to_steps(field_value(config, field), steps_per_epoch)
-                 for _, field in self.phases)
+    """The steps of each phase, known before anything is built (`durations.steps`)."""
+    return tuple(durations.steps(config, field, steps_per_epoch) for _, field in self.phases)
 
   def phase_costs(self, config) -> tuple[float, ...]:
     """Each phase's step cost in plain classifier steps (1.0 unless the defence says)."""

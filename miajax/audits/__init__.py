@@ -19,7 +19,7 @@ from miajax.audits import nn
 from miajax.audits import samia
 from miajax.audits import selection
 from miajax.audits import thresholds
-from miajax.audits.audit import LAYOUTS, Audit, Result, Target
+from miajax.audits.audit import LAYOUTS, Audit, Column, Result, Target
 
 _REGISTRY: dict[str, Audit] = {}
 NAMES: tuple[str, ...] = ()
@@ -35,6 +35,11 @@ def register(audit: Audit) -> None:
                      "example_score")
   _REGISTRY[audit.name] = audit
   NAMES = tuple(_REGISTRY)
+
+
+def registered() -> tuple[Audit, ...]:
+  """Every registered audit, in registration order."""
+  return tuple(_REGISTRY.values())
 
 
 def get(name: str) -> Audit:

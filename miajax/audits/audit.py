@@ -58,3 +58,7 @@ class Audit:
   # where a record holds its `fields`, last, with its `legend` lines below the table.
   columns: tuple[Column, ...] = ()
   legend: tuple[str, ...] = ()
+  # What the paired table (`paired.metrics`) compares of it within each pair of a trial and
+  # the baseline's of the same seed: (report.json key, header, getter, format), a column
+  # where some pair measured it.
+  paired: tuple[tuple[str, str, Callable[[dict], Any], str], ...] = ()

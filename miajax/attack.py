@@ -85,7 +85,15 @@ class OneLayerAttack(nn.Module):
 
 
 def create(kind: str, num_classes: int) -> nn.Module:
-  """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes."""
+  """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes.
+
+  Args:
+    kind: "nasr" or "one_layer" (`KINDS`).
+    num_classes: the classes of the labels, an integer >= 2.
+
+  Returns:
+    The Flax module; its `__call__(probs, labels)` gives one membership logit per example.
+  """
   if kind not in KINDS:
     raise UserError(f'attack.kind: {kind!r}; allowed: one of {", ".join(KINDS)}')
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
@@ -112,6 +120,13 @@ def features(logits, representation: str = "log_losses") -> np.ndarray:
   units, as the loss attack ranks them; for the other classes it is about log(margin), which
   keeps the noisy tail of tiny probabilities compressed.
   Both log features are clipped below at LOG_FLOOR.
+
+  Args:
+    logits: (N, C) finite logits.
+    representation: "log_losses", "log_probs" or "probs" (`FEATURES`).
+
+  Returns:
+    (N, C) float32 features.
   """
   if representation not in FEATURES:
     raise UserError(f"attack.features: {representation!r}; allowed: one of "
@@ -137,7 +152,14 @@ def features(logits, representation: str = "log_losses") -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def optimizer(learning_rate: float) -> optax.GradientTransformation:
-  """Adam at `learning_rate`; cached, so equal rates give the same object (one compile)."""
+  """Adam at `learning_rate`; cached, so equal rates give the same object (one compile).
+
+  Args:
+    learning_rate: Adam's step size.
+
+  Returns:
+    The optax transformation, the same object for equal rates.
+  """
   return optax.adam(learning_rate)
 
 
@@ -175,6 +197,16 @@ def init_state(key, model, num_classes, learning_rate, width=None) -> AttackStat
   `attack_step` must then get `optimizer(learning_rate)` as its `tx`. `width`: the features
   per prediction (default `num_classes`, a prediction vector; more for an attack that also
   sees other per-example values, `audits/samia.py`).
+
+  Args:
+    key: the PRNG key of the initialisation.
+    model: the attack module (`create`).
+    num_classes: the classes of the labels.
+    learning_rate: the rate of the Adam state (`optimizer`).
+    width: features per prediction; None for `num_classes`.
+
+  Returns:
+    The AttackState at step 0.
   """
   probs = jnp.zeros((1, width or num_classes), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)
@@ -228,7 +260,12 @@ class AttackSet(NamedTuple):
 
   @classmethod
   def of(cls, member_probs, member_labels, nonmember_probs, nonmember_labels) -> "AttackSet":
-    """The set from its four arrays, members' first."""
+    """The set from its four arrays, members' first.
+
+    Args:
+      member_probs, member_labels: the members' features (N_in, F) and labels (N_in,).
+      nonmember_probs, nonmember_labels: the non-members' (N_out, F) and (N_out,).
+    """
     return cls(Examples(member_probs, member_labels), Examples(nonmember_probs,
                                                                nonmember_labels))
 
@@ -271,7 +308,12 @@ class Schedule:
 
   @classmethod
   def of(cls, attack_config, **overrides) -> "Schedule":
-    """The schedule of a config's `attack` section (epochs, batch_size, learning_rate)."""
+    """The schedule of a config's `attack` section (epochs, batch_size, learning_rate).
+
+    Args:
+      attack_config: the config's `attack` section.
+      **overrides: patience and criterion, which the section does not set.
+    """
     return cls(epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
                learning_rate=float(attack_config.learning_rate), **overrides)
 
@@ -447,7 +489,18 @@ def _logits(params, model, probs, labels):
 
 
 def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
-  """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits)."""
+  """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits).
+
+  Args:
+    params: the attack's "params" collection (`train`, `train_early_stopped`).
+    kind: the attack model it was trained as.
+    num_classes: the classes of the labels.
+    probs: (N, F) features, F the width the attack was trained on.
+    labels: (N,) integer labels.
+
+  Returns:
+    (N,) float64 P(member).
+  """
   model = create(kind, num_classes)
   p, y = _probs_and_labels("", probs, labels, num_classes, _width(params, kind, num_classes))
   logits = np.asarray(_logits(params, model, p, y), dtype=np.float64)

@@ -72,14 +72,9 @@ def base() -> ml_collections.ConfigDict:
   from miajax import defences  # pylint: disable=g-import-not-at-top
   for section, fields in defences.sections().items():
     c[section] = ml_collections.ConfigDict(fields)
-  # Every phase's duration may be given in steps or examples instead of epochs (`durations`):
-  # train.steps, train.examples, pruning.pretrain_steps, ...; None unless set, and then its
-  # epochs field set to None. A defence declares those of its own sections.
+  # Every phase's duration may also be given in steps or examples (`durations`).
   from miajax import durations  # pylint: disable=g-import-not-at-top
-  for field in defences.duration_fields():
-    section, key = field.split(".")
-    for alternative in durations.alternatives(key):
-      c[section][alternative] = durations.placeholder()
+  durations.add_alternatives(c, defences.duration_fields())
 
   c.attack = ml_collections.ConfigDict()
   c.attack.kind = "nasr"       # "one_layer" for the CIFAR-10 CNN row

@@ -24,7 +24,12 @@ FORMS = ("epochs", "steps", "examples")
 
 
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-  """round(epochs x steps_per_epoch)."""
+  """round(epochs x steps_per_epoch).
+
+  Args:
+    epochs: a number >= 0.
+    steps_per_epoch: steps of one pass over the members.
+  """
   return int(round(epochs * steps_per_epoch))
 
 
@@ -46,14 +51,28 @@ def forms(field: str) -> tuple[str, ...]:
 def alternatives(key: str) -> dict[str, None]:
   """The entries a section declares beside a duration's epochs key: {"<stem>steps": None,
   "<stem>examples": None} (`config.base` makes each an int placeholder, so that the command
-  line can set it)."""
+  line can set it).
+
+  Args:
+    key: the epochs key within its section, e.g. "pretrain_epochs".
+  """
   return dict.fromkeys(k.split(".")[1] for k in forms(f"section.{key}")[1:])
 
 
-def placeholder():
-  """A fresh None-until-set int config entry (one per config: a shared one would carry a
-  value set in one config into every other)."""
-  return ml_collections.config_dict.placeholder(int)
+def add_alternatives(config, fields) -> None:
+  """Gives each duration of `fields` its steps and examples entries in `config`: train.steps,
+  train.examples, pruning.pretrain_steps, ...; None unless set (with the epochs entry then set
+  to None). Each is a fresh int placeholder, so the command line can set it; one shared
+  between configs would carry a value set in one into every other.
+
+  Args:
+    config: a ConfigDict holding the sections of `fields`.
+    fields: the durations' epochs fields, e.g. ("train.epochs", "admm.epochs").
+  """
+  for field in fields:
+    section, key = field.split(".")
+    for alternative in alternatives(key):
+      config[section][alternative] = ml_collections.config_dict.placeholder(int)
 
 
 def _get(config, field: str) -> Any:
@@ -62,13 +81,23 @@ def _get(config, field: str) -> Any:
 
 
 def given(config, field: str) -> dict[str, Any]:
-  """{form's field: value} of the forms of `field`'s duration that `config` sets."""
+  """{form's field: value} of the forms of `field`'s duration that `config` sets.
+
+  Args:
+    config: the run's config.
+    field: the duration's epochs field, e.g. "train.epochs".
+  """
   return {f: v for f in forms(field) if (v := _get(config, f)) is not None}
 
 
 def problem(config, field: str) -> str | None:
   """The one-line error of `field`'s duration in `config`, or None where it is well formed:
-  exactly one form set, epochs a finite number >= 0, steps and examples integers >= 0."""
+  exactly one form set, epochs a finite number >= 0, steps and examples integers >= 0.
+
+  Args:
+    config: the run's config.
+    field: the duration's epochs field.
+  """
   options = forms(field)
   allowed = f"allowed: exactly one of {', '.join(options)} set, the others None"
   set_ = given(config, field)
@@ -84,7 +113,12 @@ def problem(config, field: str) -> str | None:
 
 
 def amount(config, field: str) -> float:
-  """The set form's value of `field`'s duration (> 0: it trains at least something)."""
+  """The set form's value of `field`'s duration (> 0: it trains at least something).
+
+  Args:
+    config: the run's config.
+    field: the duration's epochs field.
+  """
   _check(config, field)
   return next(iter(given(config, field).values()))
 

@@ -40,6 +40,15 @@ class Outputs:
   index: np.ndarray       # (N,) index into the dataset split the example comes from
 
   def select(self, member: bool, split: int) -> np.ndarray:
+    """The examples of one membership and split.
+
+    Args:
+      member: members (True) or non-members (False).
+      split: 0 (attack-train) or 1 (audit).
+
+    Returns:
+      (N,) bool, True for the examples of that membership and split.
+    """
     return (self.is_member == member) & (self.split == split)
 
   @property
@@ -51,7 +60,18 @@ def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn,
            batch_size: int, with_labels: bool = False) -> np.ndarray:
   """(trials, len(indices), classes) float32 logits of the whole stack: `eval_fn(state,
   images)` batch by batch; with `with_labels`, `eval_fn(state, (images, labels))` and whatever
-  per-example values it gives, (trials, len(indices), ...)."""
+  per-example values it gives, (trials, len(indices), ...).
+
+  Args:
+    state: the stack's state.
+    data: the dataset.
+    split: the dataset split, "train" or "test".
+    indices: the examples of that split to evaluate, in order.
+    eval_fn: the stack's jitted evaluation.
+    sharding: how a batch is laid out over the devices.
+    batch_size: examples per evaluated batch.
+    with_labels: pass labels with the images.
+  """
   out = []
   for batch, valid in pipeline.eval_batches(data, split, indices, batch_size):
     images = jax.make_array_from_process_local_data(sharding, batch["image"])
@@ -65,6 +85,15 @@ def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn,
 
 
 def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) -> Outputs:
+  """The stack's logits on the four audit sets of `s`, with their labels and roles.
+
+  Args:
+    state, data, eval_fn, sharding, batch_size: as for `logits`.
+    s: the membership split whose four audit sets are evaluated.
+
+  Returns:
+    The stack's `Outputs` on those sets: attack members, reference, audit members, audit.
+  """
   return _outputs(lambda split, idx: logits(state, data, split, idx, eval_fn, sharding,
                                             batch_size), data, s)
 
@@ -183,6 +212,16 @@ class StackOutputs:
 
 
 def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
+  """The labels of examples `idx` of a dataset split.
+
+  Args:
+    data: the dataset.
+    split: "train" or "test".
+    idx: indices into that split.
+
+  Returns:
+    (len(idx),) int32 labels.
+  """
   source = getattr(data, split)
   if isinstance(source, dict):
     return source["label"][idx].astype(np.int32)
@@ -190,7 +229,11 @@ def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
 
 
 def accuracies(out: Outputs) -> tuple[np.ndarray, np.ndarray]:
-  """Per-trial (train accuracy on members, test accuracy on the audit non-members)."""
+  """Per-trial (train accuracy on members, test accuracy on the audit non-members).
+
+  Args:
+    out: the stack's outputs on a trial's audit sets.
+  """
   correct = out.logits.argmax(-1) == out.labels[None]
   train = correct[:, out.is_member].mean(-1)
   test = correct[:, out.select(member=False, split=1)].mean(-1)
@@ -355,6 +398,14 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   The headline is the strongest of them chosen on split 0 alone (`_headline_selection`):
   whichever has the best out-of-sample AUC on split 0, reported with its split-1 numbers.
 
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial audited.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: the trial's seed, which seeds every draw of the audit.
+    attacks: the global-threshold attacks, name -> score function; None for THRESHOLD_ATTACKS.
+
   Returns:
     The record fields: `attack.evaluate`'s (attack_accuracy at the chosen threshold,
     attack_accuracy_at_half at p >= 0.5, AUC, TPR, gain, notes), attack_epochs,
@@ -385,7 +436,20 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   attack_threshold, per_class), its score_nn on every example, and the headline candidate it
   makes. Draws from `rng` (then `score_audit` goes on drawing from it). `feats` (N, F)
   replaces `attack.features` of the logits as the attack's input (an attack that sees more
-  than one prediction vector, `audits/samia.py`, `audits/differencing.py`)."""
+  than one prediction vector, `audits/samia.py`, `audits/differencing.py`).
+
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial audited.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: seeds the attack's PRNG key.
+    rng: draws the class matching, the held-out share and the halves of `_cross_fitted_auc`.
+    feats: (N, F) the attack's input; None for `attack.features` of trial k's logits.
+
+  Returns:
+    (record fields, {"score_nn": (N,) P(member)}, the `NNCandidate`).
+  """
   logits = out.logits[k]
   if feats is None:
     feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
@@ -413,7 +477,11 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
 
 
 def bootstrap_replicates(attack_config) -> int:
-  """The bootstrap replicates behind each interval: `attack.bootstrap_replicates`."""
+  """The bootstrap replicates behind each interval: `attack.bootstrap_replicates`.
+
+  Args:
+    attack_config: the config's `attack` section.
+  """
   return int(getattr(attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES))
 
 
@@ -584,6 +652,14 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   (`_nn_attack`: class-matched, its epochs chosen on a held-out share of the training folds),
   so the fold left out is only measured.
 
+  Args:
+    out: the stack's outputs on trial k's audit sets (split 1 is not read).
+    k: the trial.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: seeds the folds and each fold's attack.
+    folds: the number of folds, >= 2.
+
   Returns:
     The record fields `selection_gain`, the mean over folds clipped below at
     `selection.GAIN_FLOOR` (-log 4: an attacker can always answer 0.5, so a lower mean only
@@ -608,12 +684,23 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
 
 
 def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
-  """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
+  """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md).
+
+  Args:
+    path: the file to write.
+    out, k, scores: as for `scores_file`.
+  """
   np.savez(path, **scores_file(out, k, scores))
 
 
 def scores_file(out: Outputs, k: int, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """scores.npz's arrays: trial k's logits, the examples' labels and roles, and `scores`."""
+  """scores.npz's arrays: trial k's logits, the examples' labels and roles, and `scores`.
+
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial.
+    scores: per-example scores by name, (N,) each.
+  """
   return dict(logits=out.logits[k].astype(np.float32), labels=out.labels,
               is_member=out.is_member, split=out.split, index=out.index, **scores)
 
@@ -680,6 +767,12 @@ def lira_rotated(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
   One target gives one score per pool example; M targets give M times as many, so a TPR at
   0.1% FPR rests on M times the non-members and members (Carlini et al. 2022 evaluate over
   many targets the same way). Scores are likelihood ratios, comparable across targets.
+
+  Args:
+    logits: (models, N, C) logits of every model on every pool example.
+    labels: (N,) labels.
+    keep: (models, N) bool, which examples each model trained on.
+    fprs: the false positive rates at which the TPR is read.
 
   Returns:
     ({targets, scores, auc, auc_per_target, tpr_at_fpr {fpr: TPR or None},

@@ -64,12 +64,20 @@ def record(**fields: Any) -> dict[str, Any]:
 
 def group_of(r: dict) -> str:
   """A record's row in every table: its sweep group (method and swept values), else its
-  method."""
+  method.
+
+  Args:
+    r: a record.
+  """
   return r.get("group") or r["method"]
 
 
 def group_records(records: Iterable[dict]) -> dict[str, list[dict]]:
-  """{group: its records}, groups and records in the order given."""
+  """{group: its records}, groups and records in the order given.
+
+  Args:
+    records: the records, in the order their groups and rows are shown.
+  """
   groups: dict[str, list[dict]] = {}
   for r in records:
     groups.setdefault(group_of(r), []).append(r)
@@ -82,12 +90,25 @@ def versions() -> dict[str, str]:
 
 
 def load(workdir: str | Path) -> list[dict]:
+  """The records of a run's results.json.
+
+  Args:
+    workdir: the run's directory (local or gs://).
+
+  Returns:
+    Its records, or [] where it has none yet.
+  """
   path = paths.of(workdir) / "results.json"
   return json.loads(path.read_text()) if path.exists() else []
 
 
 def write(workdir: str | Path, records: Sequence[dict]) -> None:
-  """Writes results.json and results.csv atomically (a crash never leaves half a file)."""
+  """Writes results.json and results.csv atomically (a crash never leaves half a file).
+
+  Args:
+    workdir: the run's directory.
+    records: every record of the run.
+  """
   workdir = paths.of(workdir)
   paths.write_text(workdir / "results.json", json.dumps(list(records), indent=1))
   rows = [flatten(r) for r in records]
@@ -100,7 +121,12 @@ def write(workdir: str | Path, records: Sequence[dict]) -> None:
 
 
 def flatten(r: dict, prefix: str = "") -> dict:
-  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  """{"a": {"b": 1}} -> {"a.b": 1}.
+
+  Args:
+    r: a record, or a part of one.
+    prefix: put before every key.
+  """
   out = {}
   for k, v in r.items():
     if isinstance(v, dict):
@@ -111,7 +137,14 @@ def flatten(r: dict, prefix: str = "") -> dict:
 
 
 def mean_interval(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
-  """Mean and half-width of its 95% t-interval over seeds (None with one value or none)."""
+  """Mean and half-width of its 95% t-interval over seeds (None with one value or none).
+
+  Args:
+    values: one number per seed; None and NaN are left out.
+
+  Returns:
+    (mean, half-width, the count of values used).
+  """
   xs = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
   if len(xs) == 0:
     return None, None, 0
@@ -186,7 +219,11 @@ LEGEND = (
 
 
 def names(values: Iterable[str | None]) -> str | None:
-  """One name, or each with its count ("loss_class:2,nn:1"), most frequent first; None if none."""
+  """One name, or each with its count ("loss_class:2,nn:1"), most frequent first; None if none.
+
+  Args:
+    values: one name per trial, None where it has none.
+  """
   counts: dict[str, int] = {}
   for v in values:
     if v is not None:
@@ -208,7 +245,11 @@ def _fmt(mean, half, kind, bounds=None) -> str:
 
 
 def synthetic_banner(records: Sequence[dict]) -> list[str]:
-  """The line that heads every table of a run on synthetic stand-ins; none for real data."""
+  """The line that heads every table of a run on synthetic stand-ins; none for real data.
+
+  Args:
+    records: the records of the table.
+  """
   fake = sorted({r["dataset"] for r in records if r.get("synthetic")})
   if not fake:
     return []
@@ -226,6 +267,12 @@ def table(records: Sequence[dict]) -> str:
   the table say what each kind of interval covers, then what the columns mean (`LEGEND`,
   chance included); a line above it says SYNTHETIC where the run trained on synthetic
   stand-ins.
+
+  Args:
+    records: the records to show, each a row's trial.
+
+  Returns:
+    The table's lines, joined.
   """
   groups = group_records(records)
   shown_columns = columns(records)

@@ -45,7 +45,15 @@ def text(rows: Sequence[Sequence[str]], *, left: Collection[int] = (0,), rule: b
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-  """A Markdown table: the first column aligned left, the others (numbers) right."""
+  """A Markdown table: the first column aligned left, the others (numbers) right.
+
+  Args:
+    header: the column headers.
+    rows: one list of cells per row.
+
+  Returns:
+    The table's lines.
+  """
   lines = ["| " + " | ".join(header) + " |",
            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
   return lines + ["| " + " | ".join(row) + " |" for row in rows]

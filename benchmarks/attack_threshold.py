@@ -38,10 +38,9 @@ def _best(scores, is_member) -> float:
 def _before(out, num_classes, cfg, seed) -> dict:
   probs = np.asarray(jax.nn.softmax(out.logits[0], axis=-1), np.float32)
   fit_in, fit_out = out.select(True, 0), out.select(False, 0)
-  params = attack.train(jax.random.PRNGKey(seed), cfg.kind, num_classes, probs[fit_in],
-                        out.labels[fit_in], probs[fit_out], out.labels[fit_out],
-                        epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
-                        learning_rate=float(cfg.learning_rate))
+  params = attack.train(jax.random.PRNGKey(seed), cfg.kind, num_classes,
+                        attack.AttackSet.of(probs[fit_in], out.labels[fit_in], probs[fit_out],
+                                            out.labels[fit_out]), attack.Schedule.of(cfg))
   test = out.split == 1
   p = attack.predict(params, cfg.kind, num_classes, probs[test], out.labels[test])
   m = out.is_member[test]

@@ -18,13 +18,16 @@ The attack is trained to maximise the empirical gain of Eq. 1 on balanced batche
 batch and a non-member batch of the same size), i.e. to minimise a balanced binary
 cross-entropy: `train` for a fixed number of epochs, `train_early_stopped` keeping the epoch
 with the best gain or AUC on a held-out set (the audit uses the AUC, so a small attack-train
-set is not memorised for 100 epochs).
+set is not memorised for 100 epochs). Both take the training set as an `AttackSet` (members'
+and non-members' `Examples`) and a `Schedule` (epochs, batch size, learning rate, and the early
+stopping's patience and criterion); the held-out set is a `HeldOut`.
 """
 
+import dataclasses
 import functools
 import math
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 from flax import struct
 import flax.linen as nn
@@ -82,7 +85,15 @@ class OneLayerAttack(nn.Module):
 
 
 def create(kind: str, num_classes: int) -> nn.Module:
-  """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes."""
+  """The attack model named `kind` ("nasr" or "one_layer") for `num_classes` classes.
+
+  Args:
+    kind: "nasr" or "one_layer" (`KINDS`).
+    num_classes: the classes of the labels, an integer >= 2.
+
+  Returns:
+    The Flax module; its `__call__(probs, labels)` gives one membership logit per example.
+  """
   if kind not in KINDS:
     raise UserError(f'attack.kind: {kind!r}; allowed: one of {", ".join(KINDS)}')
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
@@ -109,6 +120,13 @@ def features(logits, representation: str = "log_losses") -> np.ndarray:
   units, as the loss attack ranks them; for the other classes it is about log(margin), which
   keeps the noisy tail of tiny probabilities compressed.
   Both log features are clipped below at LOG_FLOOR.
+
+  Args:
+    logits: (N, C) finite logits.
+    representation: "log_losses", "log_probs" or "probs" (`FEATURES`).
+
+  Returns:
+    (N, C) float32 features.
   """
   if representation not in FEATURES:
     raise UserError(f"attack.features: {representation!r}; allowed: one of "
@@ -134,7 +152,14 @@ def features(logits, representation: str = "log_losses") -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def optimizer(learning_rate: float) -> optax.GradientTransformation:
-  """Adam at `learning_rate`; cached, so equal rates give the same object (one compile)."""
+  """Adam at `learning_rate`; cached, so equal rates give the same object (one compile).
+
+  Args:
+    learning_rate: Adam's step size.
+
+  Returns:
+    The optax transformation, the same object for equal rates.
+  """
   return optax.adam(learning_rate)
 
 
@@ -172,6 +197,16 @@ def init_state(key, model, num_classes, learning_rate, width=None) -> AttackStat
   `attack_step` must then get `optimizer(learning_rate)` as its `tx`. `width`: the features
   per prediction (default `num_classes`, a prediction vector; more for an attack that also
   sees other per-example values, `audits/samia.py`).
+
+  Args:
+    key: the PRNG key of the initialisation.
+    model: the attack module (`create`).
+    num_classes: the classes of the labels.
+    learning_rate: the rate of the Adam state (`optimizer`).
+    width: features per prediction; None for `num_classes`.
+
+  Returns:
+    The AttackState at step 0.
   """
   probs = jnp.zeros((1, width or num_classes), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)
@@ -212,27 +247,109 @@ def _attack_step(state, model, tx, batch_in, batch_out):
 attack_step = jax.jit(_attack_step, static_argnames=("model", "tx"))
 
 
+class Examples(NamedTuple):
+  """Prediction features (N, F) and integer labels (N,) of one set of examples."""
+  probs: Any
+  labels: Any
+
+
+class AttackSet(NamedTuple):
+  """What the attack trains on: member and non-member examples (the sizes may differ)."""
+  members: Examples
+  nonmembers: Examples
+
+  @classmethod
+  def of(cls, member_probs, member_labels, nonmember_probs, nonmember_labels) -> "AttackSet":
+    """The set from its four arrays, members' first.
+
+    Args:
+      member_probs, member_labels: the members' features (N_in, F) and labels (N_in,).
+      nonmember_probs, nonmember_labels: the non-members' (N_out, F) and (N_out,).
+    """
+    return cls(Examples(member_probs, member_labels), Examples(nonmember_probs,
+                                                               nonmember_labels))
+
+
+class HeldOut(NamedTuple):
+  """The examples `train_early_stopped` measures each epoch on, disjoint from the training
+  ones: features (N, F), labels (N,) and membership (N,) bool, with members and non-members."""
+  probs: Any
+  labels: Any
+  is_member: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """How long and how the attack trains; checked on construction.
+
+  Attributes:
+    epochs: the epochs to train (`train`), or the most to train (`train_early_stopped`).
+    batch_size: examples per batch of each set (the smaller set's size if that is less).
+    learning_rate: Adam's step size.
+    patience: `train_early_stopped` stops once this many epochs have passed without a better
+      held-out value; None runs all `epochs`.
+    criterion: what `train_early_stopped` maximises on the held-out set, "gain" or "auc"
+      (`EARLY_STOPPING`).
+  """
+  epochs: int
+  batch_size: int = 64
+  learning_rate: float = 1e-3
+  patience: int | None = None
+  criterion: str = "gain"
+
+  def __post_init__(self):
+    _check_hyperparameters(self.epochs, self.batch_size, self.learning_rate)
+    if self.criterion not in EARLY_STOPPING:
+      raise UserError(f"criterion: {self.criterion!r}; allowed: one of "
+                      f'{", ".join(EARLY_STOPPING)}')
+    p = self.patience
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1):
+      raise UserError(f"patience: {p!r}; allowed: None or an integer >= 1")
+
+  @classmethod
+  def of(cls, attack_config, **overrides) -> "Schedule":
+    """The schedule of a config's `attack` section (epochs, batch_size, learning_rate).
+
+    Args:
+      attack_config: the config's `attack` section.
+      **overrides: patience and criterion, which the section does not set.
+    """
+    return cls(epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
+               learning_rate=float(attack_config.learning_rate), **overrides)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "tx", "steps", "batch_size"))
-def _train_epoch(state, key, model, tx, probs_in, labels_in, probs_out, labels_out, *,
-                 steps, batch_size):
+def _train_epoch(state, key, model, tx, data: AttackSet, *, steps, batch_size):
   """One epoch: fresh shuffles of both sets, `steps` balanced batches under lax.scan.
 
   A scan rather than a Python loop of `attack_step`: measured here (CPU, Nasr attack, 10
   classes, batch 64) about 4x faster, the per-step dispatch and gathers being most of the
   cost of so small a model.
+
+  Args:
+    state: AttackState.
+    key: this epoch's PRNG key.
+    model, tx: as for `attack_step` (static).
+    data: the training set on device.
+    steps: batches this epoch (static).
+    batch_size: examples per batch of each set (static).
+
+  Returns:
+    (new state, each step's {"loss", "gain"}, stacked).
   """
+  members, nonmembers = data
   key_in, key_out = jax.random.split(key)
   take = steps * batch_size
-  idx_in = jax.random.permutation(key_in, probs_in.shape[0])[:take]
-  idx_out = jax.random.permutation(key_out, probs_out.shape[0])[:take]
+  idx_in = jax.random.permutation(key_in, members.probs.shape[0])[:take]
+  idx_out = jax.random.permutation(key_out, nonmembers.probs.shape[0])[:take]
   idx_in = idx_in.reshape(steps, batch_size)
   idx_out = idx_out.reshape(steps, batch_size)
 
   def body(state, idx):
     # Gather on device: the data is uploaded once per `train` call, not per step.
     i, o = idx
-    return _attack_step(state, model, tx, (probs_in[i], labels_in[i]),
-                        (probs_out[o], labels_out[o]))
+    return _attack_step(state, model, tx, (members.probs[i], members.labels[i]),
+                        (nonmembers.probs[o], nonmembers.labels[o]))
 
   return jax.lax.scan(body, state, (idx_in, idx_out))
 
@@ -267,62 +384,62 @@ def _check_hyperparameters(epochs, batch_size, learning_rate):
     raise UserError(f"attack.learning_rate: {learning_rate!r}; allowed: a finite number > 0")
 
 
-def _epochs(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
-            nonmember_labels, *, epochs, batch_size, learning_rate, width=None):
-  """Yields (0, initial params), then (epoch, params) after each of `epochs` epochs."""
+def _epochs(key, kind, num_classes, data: AttackSet, schedule: Schedule, width=None):
+  """Yields (0, initial params), then (epoch, params) after each of `schedule.epochs`."""
   model = create(kind, num_classes)
-  _check_hyperparameters(epochs, batch_size, learning_rate)
-  p_in, y_in = _probs_and_labels("member_", member_probs, member_labels, num_classes, width)
-  p_out, y_out = _probs_and_labels("nonmember_", nonmember_probs, nonmember_labels,
-                                   num_classes, width)
+  p_in, y_in = _probs_and_labels("member_", *data.members, num_classes, width)
+  p_out, y_out = _probs_and_labels("nonmember_", *data.nonmembers, num_classes, width)
   n = min(p_in.shape[0], p_out.shape[0])
   if n == 0:
     raise UserError(f"member_probs/nonmember_probs: {p_in.shape[0]} and {p_out.shape[0]} "
                     "examples; allowed: at least one of each")
-  batch = int(min(batch_size, n))
+  batch = int(min(schedule.batch_size, n))
   steps = n // batch
-  tx = optimizer(float(learning_rate))
+  learning_rate = float(schedule.learning_rate)
+  tx = optimizer(learning_rate)
   init_key, epoch_key = jax.random.split(key)
-  state = init_state(init_key, model, num_classes, float(learning_rate), width)
-  data = jax.device_put((p_in, y_in, p_out, y_out))
+  state = init_state(init_key, model, num_classes, learning_rate, width)
+  on_device = jax.device_put(AttackSet.of(p_in, y_in, p_out, y_out))
   yield 0, state.params
-  for epoch in range(int(epochs)):
-    state, _ = _train_epoch(state, jax.random.fold_in(epoch_key, epoch), model, tx, *data,
+  for epoch in range(int(schedule.epochs)):
+    state, _ = _train_epoch(state, jax.random.fold_in(epoch_key, epoch), model, tx, on_device,
                             steps=steps, batch_size=batch)
     yield epoch + 1, state.params
 
 
-def train(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
-          nonmember_labels, *, epochs, batch_size=64, learning_rate=1e-3):
+def train(key, kind, num_classes, data: AttackSet, schedule: Schedule):
   """Trains an attack on fixed member / non-member outputs (the post-hoc protocol).
 
   Each epoch draws a fresh seeded shuffle of both sets and runs min(N_in, N_out) // B
   balanced steps (the remainder of each set sits out that epoch, a different one each
-  time); B is `batch_size`, or the smaller set's size if that is less. One compiled epoch
-  serves every epoch.
+  time); B is `schedule.batch_size`, or the smaller set's size if that is less. One compiled
+  epoch serves every epoch.
+
+  Args:
+    key: the PRNG key of the attack's initialisation and shuffles.
+    kind: "nasr" or "one_layer" (`create`).
+    num_classes: the classes of the labels; the features per example too.
+    data: the members and non-members to train on.
+    schedule: epochs, batch size and learning rate (patience and criterion are not read).
 
   Returns:
     The trained "params" collection of `create(kind, num_classes)`.
   """
-  for _, params in _epochs(key, kind, num_classes, member_probs, member_labels,
-                           nonmember_probs, nonmember_labels, epochs=epochs,
-                           batch_size=batch_size, learning_rate=learning_rate):
+  for _, params in _epochs(key, kind, num_classes, data, schedule):
     pass
   return params  # pylint: disable=undefined-loop-variable
 
 
-def train_early_stopped(key, kind, num_classes, member_probs, member_labels, nonmember_probs,
-                        nonmember_labels, held_probs, held_labels, held_is_member, *, epochs,
-                        batch_size=64, learning_rate=1e-3, patience=None, criterion="gain",
-                        held_scores=False, width=None):
+def train_early_stopped(key, kind, num_classes, data: AttackSet, held: HeldOut,
+                        schedule: Schedule, *, held_scores=False, width=None):
   """`train`, keeping the epoch whose attack scores best on a held-out set.
 
   The training sequence is `train`'s with the same arguments, so the result equals
-  `train(..., epochs=best_epoch)`. Before training and after every epoch the attack scores
-  the held-out examples (disjoint from the training ones, members and non-members) and the
-  `criterion` is measured; the earliest epoch with the largest value wins. An attack that
-  memorises its training set stops improving on the held-out set, so the epoch count follows
-  the signal there is.
+  `train(..., Schedule(epochs=best_epoch, ...))`. Before training and after every epoch the
+  attack scores the held-out examples (disjoint from the training ones, members and
+  non-members) and `schedule.criterion` is measured; the earliest epoch with the largest value
+  wins. An attack that memorises its training set stops improving on the held-out set, so the
+  epoch count follows the signal there is.
 
   criterion "gain": the empirical gain (Eq. 1). Epoch 0, the untrained attack (P(member) ~0.5
   for all: gain -log 4, a coin), wins whenever no trained epoch is better calibrated than a
@@ -331,13 +448,9 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
   what `attack_auc` and a threshold chosen afterwards use.
 
   Args:
-    key, kind, num_classes, member_probs, member_labels, nonmember_probs, nonmember_labels,
-      batch_size, learning_rate: as for `train`.
-    held_probs, held_labels, held_is_member: the held-out set, (N, C), (N,), (N,) bool.
-    epochs: the most epochs to train.
-    patience: stop once this many epochs have passed without a better held-out value; None
-      runs all `epochs`.
-    criterion: "gain" or "auc" (`EARLY_STOPPING`).
+    key, kind, num_classes, data: as for `train`.
+    held: the held-out set, (N, F), (N,), (N,) bool.
+    schedule: as for `train`, with `patience` and `criterion`; `epochs` is the most to train.
     held_scores: also return every epoch's P(member) on the held-out set.
     width: features per example (default num_classes; `init_state`).
 
@@ -345,28 +458,20 @@ def train_early_stopped(key, kind, num_classes, member_probs, member_labels, non
     (params of the best epoch, that epoch, the held-out criterion from epoch 0 to the last
     run), and with `held_scores` a fourth element: (epochs run + 1, N held) float64 P(member).
   """
-  if criterion not in EARLY_STOPPING:
-    raise UserError(f'criterion: {criterion!r}; allowed: one of {", ".join(EARLY_STOPPING)}')
-  measure = metrics.empirical_gain if criterion == "gain" else metrics.roc_auc
+  measure = metrics.empirical_gain if schedule.criterion == "gain" else metrics.roc_auc
+  patience = schedule.patience
   model = create(kind, num_classes)
-  _check_hyperparameters(epochs, batch_size, learning_rate)
-  if patience is not None and (isinstance(patience, bool) or
-                               not isinstance(patience, (int, np.integer)) or patience < 1):
-    raise UserError(f"patience: {patience!r}; allowed: None or an integer >= 1")
-  held_p, held_y = _probs_and_labels("held_", held_probs, held_labels, num_classes, width)
-  held_m = np.asarray(held_is_member)
+  held_p, held_y = _probs_and_labels("held_", held.probs, held.labels, num_classes, width)
+  held_m = np.asarray(held.is_member)
   if held_m.shape != held_y.shape or not np.isin(held_m, (0, 1)).all() \
       or held_m.all() or not held_m.any():
     raise UserError(f"held_is_member: shape {held_m.shape}, {int(held_m.sum())} members; "
                     f"expected ({held_y.size},) booleans with members and non-members")
   held_m = held_m.astype(bool)
-  held = jax.device_put((held_p, held_y))
+  on_device = jax.device_put((held_p, held_y))
   best, best_epoch, values, scores = None, 0, [], []
-  for epoch, params in _epochs(key, kind, num_classes, member_probs, member_labels,
-                               nonmember_probs, nonmember_labels, epochs=epochs,
-                               batch_size=batch_size, learning_rate=learning_rate,
-                               width=width):
-    p = scipy.special.expit(np.asarray(_logits(params, model, *held), np.float64))
+  for epoch, params in _epochs(key, kind, num_classes, data, schedule, width):
+    p = scipy.special.expit(np.asarray(_logits(params, model, *on_device), np.float64))
     values.append(measure(p, held_m))
     scores.append(p)
     if values[-1] > values[best_epoch] or best is None:
@@ -384,7 +489,18 @@ def _logits(params, model, probs, labels):
 
 
 def predict(params, kind, num_classes, probs, labels) -> np.ndarray:
-  """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits)."""
+  """P(member) for each example, (N,) float64 (sigmoid taken in float64 from the logits).
+
+  Args:
+    params: the attack's "params" collection (`train`, `train_early_stopped`).
+    kind: the attack model it was trained as.
+    num_classes: the classes of the labels.
+    probs: (N, F) features, F the width the attack was trained on.
+    labels: (N,) integer labels.
+
+  Returns:
+    (N,) float64 P(member).
+  """
   model = create(kind, num_classes)
   p, y = _probs_and_labels("", probs, labels, num_classes, _width(params, kind, num_classes))
   logits = np.asarray(_logits(params, model, p, y), dtype=np.float64)

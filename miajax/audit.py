@@ -353,7 +353,7 @@ def audit_examples(ex: Examples, *, seed: int = 0, attack=None, name: str = "aud
     num_classes = None if ex.labels is None else int(ex.labels.max()) + 1
     scores = {"score_loss": -ex.losses}   # a run's loss score: log p_y = -cross-entropy
     audit_fields, _ = evaluate.score_audit(
-        scores, ex.labels, ex.is_member, ex.split, num_classes, seed,
+        scores, evaluate.Roles(ex.labels, ex.is_member, ex.split), num_classes, seed,
         rng=np.random.default_rng(seed), replicates=evaluate.bootstrap_replicates(attack))
     audit_fields = _without_nn(audit_fields)
     train = test = None

@@ -5,8 +5,6 @@ field exists under the same name everywhere and `--config.x=y` can override any 
 """
 
 import copy
-import functools
-import math
 
 import ml_collections
 
@@ -74,6 +72,9 @@ def base() -> ml_collections.ConfigDict:
   from miajax import defences  # pylint: disable=g-import-not-at-top
   for section, fields in defences.sections().items():
     c[section] = ml_collections.ConfigDict(fields)
+  # Every phase's duration may also be given in steps or examples (`durations`).
+  from miajax import durations  # pylint: disable=g-import-not-at-top
+  durations.add_alternatives(c, defences.duration_fields())
 
   c.attack = ml_collections.ConfigDict()
   c.attack.kind = "nasr"       # "one_layer" for the CIFAR-10 CNN row
@@ -130,11 +131,13 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config to a CPU check of seconds to minutes: few steps, small sets; marks it a
   smoke run, which may use synthetic data where the real data is not prepared."""
   c.smoke = True
-  c.train.epochs = min(c.train.epochs, 2.0)
-  c.pruning.pretrain_epochs = min(c.pruning.pretrain_epochs, 1.0)
-  c.admm.epochs = min(c.admm.epochs, 1.0)
+  # The caps apply to durations in epochs; one given in steps or examples is left as set.
+  cap = lambda x, most: x if x is None else min(x, most)
+  c.train.epochs = cap(c.train.epochs, 2.0)
+  c.pruning.pretrain_epochs = cap(c.pruning.pretrain_epochs, 1.0)
+  c.admm.epochs = cap(c.admm.epochs, 1.0)
   c.admm.update_every = min(c.admm.update_every, 10)
-  c.pruning.retrain_epochs = min(c.pruning.retrain_epochs, 1.0)
+  c.pruning.retrain_epochs = cap(c.pruning.retrain_epochs, 1.0)
   c.attack.epochs = min(c.attack.epochs, 5)
   c.attack.bootstrap_replicates = min(c.attack.bootstrap_replicates, 200)
   c.train.log_every = 10
@@ -255,15 +258,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
        "a finite number > 0")
   need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0")
   registered = [defences.get(name) for name in defences.NAMES]
-  epochs = functools.partial(defences.field_value, c)
-  for field in dict.fromkeys(f for d in registered for _, f in d.phases):
-    need(math.isfinite(epochs(field)) and epochs(field) >= 0, field, "a number >= 0")
+  from miajax import durations  # pylint: disable=g-import-not-at-top
+  for field in defences.duration_fields():
+    if (error := durations.problem(c, field)) is not None:
+      raise UserError(error)
   # A method that trains 0 steps would audit its untrained initialisation.
   for fields in dict.fromkeys(tuple(f for _, f in defences.get(m).phases) for m in methods):
+    set_ = [next(iter(durations.given(c, f))) for f in fields]   # the form each is given in
     if len(fields) == 1:
-      need(epochs(fields[0]) > 0, fields[0], "a number > 0 (0 trains nothing)")
+      need(durations.amount(c, fields[0]) > 0, set_[0], "a number > 0 (0 trains nothing)")
     else:
-      need(sum(map(epochs, fields)) > 0, fields[-1], " + ".join(fields) + " adding up to > 0")
+      need(sum(durations.amount(c, f) for f in fields) > 0, set_[-1],
+           " + ".join(set_) + " adding up to > 0")
   need(c.train.log_every > 0, "train.log_every", "a positive integer")
   need(c.train.metrics_every > 0, "train.metrics_every", "a positive integer")
   need(c.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer")

@@ -7,6 +7,7 @@ both attack sets (a sample of D the size of D').
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,13 @@ from miajax import splits as splits_lib
 from miajax.data import pipeline
 
 
+class Roles(NamedTuple):
+  """What each audited example is: its label (None where unknown), membership and split."""
+  labels: np.ndarray | None   # (N,)
+  is_member: np.ndarray       # (N,) bool
+  split: np.ndarray           # (N,) 0 = attack-train, 1 = audit
+
+
 @dataclasses.dataclass(frozen=True)
 class Outputs:
   """Logits (trials, N, C) of every example an audit uses, with its labels and roles."""
@@ -32,14 +40,38 @@ class Outputs:
   index: np.ndarray       # (N,) index into the dataset split the example comes from
 
   def select(self, member: bool, split: int) -> np.ndarray:
+    """The examples of one membership and split.
+
+    Args:
+      member: members (True) or non-members (False).
+      split: 0 (attack-train) or 1 (audit).
+
+    Returns:
+      (N,) bool, True for the examples of that membership and split.
+    """
     return (self.is_member == member) & (self.split == split)
+
+  @property
+  def roles(self) -> Roles:
+    return Roles(self.labels, self.is_member, self.split)
 
 
 def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn, sharding,
            batch_size: int, with_labels: bool = False) -> np.ndarray:
   """(trials, len(indices), classes) float32 logits of the whole stack: `eval_fn(state,
   images)` batch by batch; with `with_labels`, `eval_fn(state, (images, labels))` and whatever
-  per-example values it gives, (trials, len(indices), ...)."""
+  per-example values it gives, (trials, len(indices), ...).
+
+  Args:
+    state: the stack's state.
+    data: the dataset.
+    split: the dataset split, "train" or "test".
+    indices: the examples of that split to evaluate, in order.
+    eval_fn: the stack's jitted evaluation.
+    sharding: how a batch is laid out over the devices.
+    batch_size: examples per evaluated batch.
+    with_labels: pass labels with the images.
+  """
   out = []
   for batch, valid in pipeline.eval_batches(data, split, indices, batch_size):
     images = jax.make_array_from_process_local_data(sharding, batch["image"])
@@ -53,6 +85,15 @@ def logits(state, data: pipeline.Data, split: str, indices: np.ndarray, eval_fn,
 
 
 def outputs(state, data, s: splits_lib.Splits, eval_fn, sharding, batch_size) -> Outputs:
+  """The stack's logits on the four audit sets of `s`, with their labels and roles.
+
+  Args:
+    state, data, eval_fn, sharding, batch_size: as for `logits`.
+    s: the membership split whose four audit sets are evaluated.
+
+  Returns:
+    The stack's `Outputs` on those sets: attack members, reference, audit members, audit.
+  """
   return _outputs(lambda split, idx: logits(state, data, split, idx, eval_fn, sharding,
                                             batch_size), data, s)
 
@@ -171,6 +212,16 @@ class StackOutputs:
 
 
 def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
+  """The labels of examples `idx` of a dataset split.
+
+  Args:
+    data: the dataset.
+    split: "train" or "test".
+    idx: indices into that split.
+
+  Returns:
+    (len(idx),) int32 labels.
+  """
   source = getattr(data, split)
   if isinstance(source, dict):
     return source["label"][idx].astype(np.int32)
@@ -178,7 +229,11 @@ def labels(data: pipeline.Data, split: str, idx: np.ndarray) -> np.ndarray:
 
 
 def accuracies(out: Outputs) -> tuple[np.ndarray, np.ndarray]:
-  """Per-trial (train accuracy on members, test accuracy on the audit non-members)."""
+  """Per-trial (train accuracy on members, test accuracy on the audit non-members).
+
+  Args:
+    out: the stack's outputs on a trial's audit sets.
+  """
   correct = out.logits.argmax(-1) == out.labels[None]
   train = correct[:, out.is_member].mean(-1)
   test = correct[:, out.select(member=False, split=1)].mean(-1)
@@ -235,41 +290,66 @@ def _class_matched(members: np.ndarray, nonmembers: np.ndarray, labels: np.ndarr
           np.sort(order_out[rank_out < keep[labels[order_out]]]))
 
 
-def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class AttackInput(NamedTuple):
+  """Every audited example as the NN attack sees it: features (N, F), labels (N,), and
+  membership (N,) bool."""
+  feats: np.ndarray
+  labels: np.ndarray
+  is_member: np.ndarray
+
+
+class Fold(NamedTuple):
+  """Indices into an `AttackInput`: the NN attack's fit members and fit non-members, and the
+  held-out examples that choose its epochs and threshold."""
+  members: np.ndarray
+  nonmembers: np.ndarray
+  held: np.ndarray
+
+
+def _held_out(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator) -> Fold:
   """(fit members, fit non-members, held-out examples): HELD_OUT_FRACTION of each group."""
   members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
   a = max(1, round(HELD_OUT_FRACTION * members.size))
   b = max(1, round(HELD_OUT_FRACTION * nonmembers.size))
-  return members[a:], nonmembers[b:], np.concatenate([members[:a], nonmembers[:b]])
+  return Fold(members[a:], nonmembers[b:], np.concatenate([members[:a], nonmembers[:b]]))
 
 
-def _nn_attack(probs, labels, is_member, members, nonmembers, num_classes, attack_config, key,
-               rng):
+def _nn_attack(x: AttackInput, members, nonmembers, num_classes, attack_config, key, rng):
   """The NN attack on (members, non-members), its epochs (best gain, Algorithm 1's measure)
-  and threshold chosen on a held-out share of them. Returns (params, epochs, threshold), the
-  threshold on P(member). The audit's attack is `_nn_fit` with criterion "auc".
+  and threshold chosen on a held-out share of them. The audit's attack is `_nn_fit` with
+  criterion "auc".
 
-  `probs` are the attack's input features (N, C), whichever `attack.features` gave them."""
-  members, nonmembers = _class_matched(members, nonmembers, labels, rng)
-  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
-  return _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config,
-                 key, criterion="gain")[:3]
+  Args:
+    x: every example; `x.feats` the attack's input, whichever `attack.features` gave it.
+    members, nonmembers: indices into `x` of the examples to fit on and hold out.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section (kind, epochs, batch_size, learning_rate).
+    key: the attack's PRNG key.
+    rng: draws the class matching and the held-out share.
+
+  Returns:
+    (params, epochs, threshold), the threshold on P(member).
+  """
+  members, nonmembers = _class_matched(members, nonmembers, x.labels, rng)
+  return _nn_fit(x, _held_out(members, nonmembers, rng), num_classes, attack_config, key,
+                 criterion="gain")[:3]
 
 
-def _nn_fit(probs, labels, is_member, fit_in, fit_out, held, num_classes, attack_config, key,
-            criterion):
-  """`_nn_attack` on given fit members, fit non-members and held-out examples, its epochs
-  chosen by `criterion` ("gain" or "auc", `attack.train_early_stopped`).
+def _nn_fit(x: AttackInput, fold: Fold, num_classes, attack_config, key, criterion):
+  """`_nn_attack` on a given fold, its epochs chosen by `criterion` ("gain" or "auc",
+  `attack.train_early_stopped`).
 
-  Returns (params, epochs, threshold, every epoch's P(member) on `held` (epochs + 1, N))."""
+  Returns (params, epochs, threshold, every epoch's P(member) on `fold.held` (epochs + 1,
+  N))."""
+  fit_in, fit_out, held = fold
+  feats, labels, is_member = x
   params, epochs, _, p_by_epoch = attack.train_early_stopped(
-      key, attack_config.kind, num_classes, probs[fit_in], labels[fit_in], probs[fit_out],
-      labels[fit_out], probs[held], labels[held], is_member[held],
-      epochs=int(attack_config.epochs), batch_size=int(attack_config.batch_size),
-      learning_rate=float(attack_config.learning_rate), criterion=criterion, held_scores=True,
-      width=probs.shape[1])
-  p_held = attack.predict(params, attack_config.kind, num_classes, probs[held], labels[held])
+      key, attack_config.kind, num_classes,
+      attack.AttackSet.of(feats[fit_in], labels[fit_in], feats[fit_out], labels[fit_out]),
+      attack.HeldOut(feats[held], labels[held], is_member[held]),
+      attack.Schedule.of(attack_config, criterion=criterion), held_scores=True,
+      width=feats.shape[1])
+  p_held = attack.predict(params, attack_config.kind, num_classes, feats[held], labels[held])
   return params, epochs, metrics.fit_threshold(p_held, is_member[held]), p_by_epoch
 
 
@@ -318,6 +398,14 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   The headline is the strongest of them chosen on split 0 alone (`_headline_selection`):
   whichever has the best out-of-sample AUC on split 0, reported with its split-1 numbers.
 
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial audited.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: the trial's seed, which seeds every draw of the audit.
+    attacks: the global-threshold attacks, name -> score function; None for THRESHOLD_ATTACKS.
+
   Returns:
     The record fields: `attack.evaluate`'s (attack_accuracy at the chosen threshold,
     attack_accuracy_at_half at p >= 0.5, AUC, TPR, gain, notes), attack_epochs,
@@ -335,8 +423,8 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   attacks = THRESHOLD_ATTACKS if attacks is None else attacks
   for name, score_fn in attacks.items():
     scores[f"score_{name}"] = score_fn(out.logits[k], out.labels)
-  more, _ = score_audit(scores, out.labels, out.is_member, out.split, num_classes, seed,
-                        rng=rng, replicates=bootstrap_replicates(attack_config), nn=nn,
+  more, _ = score_audit(scores, out.roles, num_classes, seed, rng=rng,
+                        replicates=bootstrap_replicates(attack_config), nn=nn,
                         notes=fields["notes"], attacks=tuple(attacks))
   return fields | more, scores
 
@@ -348,7 +436,20 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   attack_threshold, per_class), its score_nn on every example, and the headline candidate it
   makes. Draws from `rng` (then `score_audit` goes on drawing from it). `feats` (N, F)
   replaces `attack.features` of the logits as the attack's input (an attack that sees more
-  than one prediction vector, `audits/samia.py`, `audits/differencing.py`)."""
+  than one prediction vector, `audits/samia.py`, `audits/differencing.py`).
+
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial audited.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: seeds the attack's PRNG key.
+    rng: draws the class matching, the held-out share and the halves of `_cross_fitted_auc`.
+    feats: (N, F) the attack's input; None for `attack.features` of trial k's logits.
+
+  Returns:
+    (record fields, {"score_nn": (N,) P(member)}, the `NNCandidate`).
+  """
   logits = out.logits[k]
   if feats is None:
     feats = attack.features(logits, getattr(attack_config, "features", "log_losses"))
@@ -356,10 +457,11 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   test = out.split == 1
   members, nonmembers = _class_matched(np.flatnonzero(out.select(True, 0)),
                                        np.flatnonzero(out.select(False, 0)), labels, rng)
-  fit_in, fit_out, held = _held_out(members, nonmembers, rng)
-  params, epochs, threshold, p_by_epoch = _nn_fit(feats, labels, is_member, fit_in, fit_out,
-                                                  held, num_classes, attack_config,
-                                                  jax.random.PRNGKey(seed), criterion="auc")
+  fold = _held_out(members, nonmembers, rng)
+  held = fold.held
+  params, epochs, threshold, p_by_epoch = _nn_fit(
+      AttackInput(feats, labels, is_member), fold, num_classes, attack_config,
+      jax.random.PRNGKey(seed), criterion="auc")
   scores = {"score_nn": attack.predict(params, attack_config.kind, num_classes, feats, labels)}
   fields = attack.evaluate(scores["score_nn"][test], is_member[test], threshold=threshold)
   fields["attack_epochs"] = int(epochs)
@@ -375,7 +477,11 @@ def nn_audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
 
 
 def bootstrap_replicates(attack_config) -> int:
-  """The bootstrap replicates behind each interval: `attack.bootstrap_replicates`."""
+  """The bootstrap replicates behind each interval: `attack.bootstrap_replicates`.
+
+  Args:
+    attack_config: the config's `attack` section.
+  """
   return int(getattr(attack_config, "bootstrap_replicates", BOOTSTRAP_REPLICATES))
 
 
@@ -387,27 +493,39 @@ class NNCandidate:
   auc: float
 
 
-def score_audit(scores: dict[str, np.ndarray], labels: np.ndarray | None,
-                is_member: np.ndarray, split: np.ndarray, num_classes: int | None, seed: int, *,
-                rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
+def score_audit(scores: dict[str, np.ndarray], roles: Roles, num_classes: int | None,
+                seed: int, *, rng: np.random.Generator, replicates: int = BOOTSTRAP_REPLICATES,
                 nn: NNCandidate | None = None, notes=(),
                 attacks: tuple[str, ...] = tuple(THRESHOLD_ATTACKS)
                 ) -> tuple[dict, dict[str, np.ndarray]]:
   """The threshold attacks on whichever scores `scores` holds, the headline and intervals.
 
   `audit`'s second half, shared with an audit of scores alone (`miajax.audit`, where a model
-  brought from elsewhere may give only its losses). For each `score_<name>` of `attacks`
-  (the global-threshold attacks run: THRESHOLD_ATTACKS, or the run's `audits`) in `scores`, a global threshold fit on split 0 and measured on split 1;
-  with `labels`, the CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to
-  `scores`). An attack whose score is absent is null in `threshold_attacks` and no headline
-  candidate. The headline is the candidate (these, and `nn` when given) with the best
-  out-of-sample AUC on split 0 (`_headline_selection`, which draws from `rng`).
+  brought from elsewhere may give only its losses). For each `score_<name>` of `attacks` in
+  `scores`, a global threshold fit on split 0 and measured on split 1; with labels, the
+  CLASS_THRESHOLD_ATTACKS of those scores too (their scores are added to `scores`). An attack
+  whose score is absent is null in `threshold_attacks` and no headline candidate. The headline
+  is the candidate (these, and `nn` when given) with the best out-of-sample AUC on split 0
+  (`_headline_selection`, which draws from `rng`).
+
+  Args:
+    scores: per-example scores by "score_<name>", (N,) each, higher = member.
+    roles: the examples' labels (None where unknown: no class-threshold attacks), membership
+      and split.
+    num_classes: the classes of the labels (None without labels).
+    seed: seeds the bootstrap intervals.
+    rng: draws the headline selection's halves.
+    replicates: bootstrap replicates behind each interval.
+    nn: the NN attack's headline candidate, if it ran.
+    notes: the record's notes so far, kept first.
+    attacks: the global-threshold attacks run: THRESHOLD_ATTACKS, or the run's `audits`.
 
   Returns:
     (the record fields threshold_attacks, headline_selection, headline_attack, headline_auc,
     headline_accuracy, headline_tpr_at_fpr, notes (`notes` and the headline's), intervals;
     each attack's member calls on every example, by name).
   """
+  labels, is_member, split = roles
   fit, test = split == 0, split == 1
   calls = {} if nn is None else {"nn": nn.calls}
   fields = {"threshold_attacks": {}}
@@ -534,6 +652,14 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   (`_nn_attack`: class-matched, its epochs chosen on a held-out share of the training folds),
   so the fold left out is only measured.
 
+  Args:
+    out: the stack's outputs on trial k's audit sets (split 1 is not read).
+    k: the trial.
+    num_classes: the classes of the labels.
+    attack_config: the config's `attack` section.
+    seed: seeds the folds and each fold's attack.
+    folds: the number of folds, >= 2.
+
   Returns:
     The record fields `selection_gain`, the mean over folds clipped below at
     `selection.GAIN_FLOOR` (-log 4: an attacker can always answer 0.5, so a lower mean only
@@ -548,7 +674,7 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
   for f in range(folds):
     held = np.concatenate([members[member_fold == f], nonmembers[nonmember_fold == f]])
     params, _, _ = _nn_attack(
-        probs, out.labels, out.is_member, members[member_fold != f],
+        AttackInput(probs, out.labels, out.is_member), members[member_fold != f],
         nonmembers[nonmember_fold != f], num_classes, attack_config,
         jax.random.fold_in(jax.random.PRNGKey(seed), f), np.random.default_rng([seed, f]))
     p = attack.predict(params, attack_config.kind, num_classes, probs[held], out.labels[held])
@@ -558,12 +684,23 @@ def selection_gain(out: Outputs, k: int, num_classes: int, attack_config, seed: 
 
 
 def save_scores(path, out: Outputs, k: int, scores: dict[str, np.ndarray]) -> None:
-  """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md)."""
+  """scores.npz: anyone can audit the trial from this file alone (see DESIGN.md).
+
+  Args:
+    path: the file to write.
+    out, k, scores: as for `scores_file`.
+  """
   np.savez(path, **scores_file(out, k, scores))
 
 
 def scores_file(out: Outputs, k: int, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """scores.npz's arrays: trial k's logits, the examples' labels and roles, and `scores`."""
+  """scores.npz's arrays: trial k's logits, the examples' labels and roles, and `scores`.
+
+  Args:
+    out: the stack's outputs on trial k's audit sets.
+    k: the trial.
+    scores: per-example scores by name, (N,) each.
+  """
   return dict(logits=out.logits[k].astype(np.float32), labels=out.labels,
               is_member=out.is_member, split=out.split, index=out.index, **scores)
 
@@ -630,6 +767,12 @@ def lira_rotated(logits: np.ndarray, labels: np.ndarray, keep: np.ndarray,
   One target gives one score per pool example; M targets give M times as many, so a TPR at
   0.1% FPR rests on M times the non-members and members (Carlini et al. 2022 evaluate over
   many targets the same way). Scores are likelihood ratios, comparable across targets.
+
+  Args:
+    logits: (models, N, C) logits of every model on every pool example.
+    labels: (N,) labels.
+    keep: (models, N) bool, which examples each model trained on.
+    fprs: the false positive rates at which the TPR is read.
 
   Returns:
     ({targets, scores, auc, auc_per_target, tpr_at_fpr {fpr: TPR or None},

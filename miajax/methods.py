@@ -13,7 +13,8 @@ declares its phases and builds its `Recipe`; these are the name-based entry poin
 """
 
 from miajax import defences
-from miajax.defences.defence import Phase, Recipe, epochs_to_steps  # pylint: disable=unused-import
+from miajax.defences.defence import Phase, Recipe  # pylint: disable=unused-import
+from miajax.durations import epochs_to_steps  # pylint: disable=unused-import
 
 
 def phase_steps(method: str, config, steps_per_epoch: int) -> tuple[int, ...]:

@@ -20,17 +20,15 @@ from miajax import results
 from miajax import tables
 
 REFERENCE = "baseline"
-# (record key shown, header, getter, format): what is compared within each pair.
-METRICS: tuple[tuple[str, str, Callable[[dict], Any], str], ...] = (
+# (record key shown, header, getter, format): what is compared within each pair, before what
+# the audits add (`Audit.paired`, `metrics`).
+Metric = tuple[str, str, Callable[[dict], Any], str]
+OWN_METRICS: tuple[Metric, ...] = (
     ("test_accuracy", "test acc", lambda r: r.get("test_accuracy"), "pct"),
     ("attack_auc", "attack AUC", lambda r: r.get("attack_auc"), "f3"),
     ("headline_auc", "best attack AUC", lambda r: r.get("headline_auc"), "f3"),
     ("headline_tpr_at_0.001", "best attack TPR@0.1%",
      lambda r: (r.get("headline_tpr_at_fpr") or {}).get("0.001"), "pct"),
-    # The pruning-aware attack (audits/samia.py), where the run measures it.
-    ("samia_auc", "SAMIA AUC", lambda r: (r.get("samia") or {}).get("auc"), "f3"),
-    ("samia_tpr_at_0.001", "SAMIA TPR@0.1%",
-     lambda r: ((r.get("samia") or {}).get("tpr_at_fpr") or {}).get("0.001"), "pct"),
 )
 # Up to this many pairs every sign pattern is enumerated; beyond, a seeded sample of them.
 EXACT_UP_TO = 20
@@ -92,6 +90,13 @@ def summary(d: Sequence[float]) -> dict[str, Any]:
           "p_sign": sign_test_p(d), "up": int(np.sum(d > 0)), "down": int(np.sum(d < 0))}
 
 
+def metrics() -> tuple[Metric, ...]:
+  """What is compared within each pair: OWN_METRICS, then every registered audit's `paired`
+  metrics in registry order (shown where a pair measured them)."""
+  from miajax import audits  # pylint: disable=g-import-not-at-top
+  return OWN_METRICS + tuple(m for a in audits.registered() for m in a.paired)
+
+
 def compare(records: Sequence[dict], reference: str = REFERENCE) -> dict[str, dict]:
   """{group: {"pairs": n, "splits": distinct splits, metric key: summary of the differences
   (group - reference)}}; {} when the run has no reference group."""
@@ -100,7 +105,7 @@ def compare(records: Sequence[dict], reference: str = REFERENCE) -> dict[str, di
   out = {}
   for g, ps in pairs(records, reference).items():
     row: dict[str, Any] = {"pairs": len(ps), "splits": len({_key(r)[1] for _, r in ps})}
-    for key, _, get, _ in METRICS:
+    for key, _, get, _ in metrics():
       diffs = [None if get(r) is None or get(b) is None else get(r) - get(b) for b, r in ps]
       row[key] = summary(diffs)
     out[g] = row
@@ -155,7 +160,7 @@ def table(comparison: dict[str, dict], reference: str = REFERENCE,
   if not comparison:
     return ""
   # A metric no pair measured (an audit the run did not list) gets no column.
-  shown = [m for m in METRICS if any(c[m[0]]["n"] for c in comparison.values())]
+  shown = [m for m in metrics() if any(c[m[0]]["n"] for c in comparison.values())]
   header = ["method", "pairs", "splits"] + [f"Δ {h}" for _, h, _, _ in shown]
   rows = [header] + [[g, str(c["pairs"]), str(c["splits"])] +
                      [_cell(c[key], kind) for key, _, _, kind in shown]

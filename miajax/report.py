@@ -94,12 +94,12 @@ def comparison(records: list[dict]) -> dict[str, Any]:
   out = {}
   for name, rs in results.group_records(records).items():
     row: dict[str, Any] = {"seeds": len(rs), "trials": [r["name"] for r in rs]}
-    for header, get, _ in results.COLUMNS:
-      values = [get(r) for r in rs]
+    for c in results.columns():
+      values = [c.get(r) for r in rs]
       mean, half, n = results.mean_interval(values)
-      row[header] = {"mean": mean, "half": half, "n": n, "values": values}
-      if header in results.NAMED:
-        row[header]["attacks"] = [results.NAMED[header](r) for r in rs]
+      row[c.header] = {"mean": mean, "half": half, "n": n, "values": values}
+      if c.named is not None:
+        row[c.header]["attacks"] = [c.named(r) for r in rs]
     out[name] = row
   return out
 

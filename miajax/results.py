@@ -64,12 +64,20 @@ def record(**fields: Any) -> dict[str, Any]:
 
 def group_of(r: dict) -> str:
   """A record's row in every table: its sweep group (method and swept values), else its
-  method."""
+  method.
+
+  Args:
+    r: a record.
+  """
   return r.get("group") or r["method"]
 
 
 def group_records(records: Iterable[dict]) -> dict[str, list[dict]]:
-  """{group: its records}, groups and records in the order given."""
+  """{group: its records}, groups and records in the order given.
+
+  Args:
+    records: the records, in the order their groups and rows are shown.
+  """
   groups: dict[str, list[dict]] = {}
   for r in records:
     groups.setdefault(group_of(r), []).append(r)
@@ -82,12 +90,25 @@ def versions() -> dict[str, str]:
 
 
 def load(workdir: str | Path) -> list[dict]:
+  """The records of a run's results.json.
+
+  Args:
+    workdir: the run's directory (local or gs://).
+
+  Returns:
+    Its records, or [] where it has none yet.
+  """
   path = paths.of(workdir) / "results.json"
   return json.loads(path.read_text()) if path.exists() else []
 
 
 def write(workdir: str | Path, records: Sequence[dict]) -> None:
-  """Writes results.json and results.csv atomically (a crash never leaves half a file)."""
+  """Writes results.json and results.csv atomically (a crash never leaves half a file).
+
+  Args:
+    workdir: the run's directory.
+    records: every record of the run.
+  """
   workdir = paths.of(workdir)
   paths.write_text(workdir / "results.json", json.dumps(list(records), indent=1))
   rows = [flatten(r) for r in records]
@@ -100,7 +121,12 @@ def write(workdir: str | Path, records: Sequence[dict]) -> None:
 
 
 def flatten(r: dict, prefix: str = "") -> dict:
-  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  """{"a": {"b": 1}} -> {"a.b": 1}.
+
+  Args:
+    r: a record, or a part of one.
+    prefix: put before every key.
+  """
   out = {}
   for k, v in r.items():
     if isinstance(v, dict):
@@ -111,7 +137,14 @@ def flatten(r: dict, prefix: str = "") -> dict:
 
 
 def mean_interval(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
-  """Mean and half-width of its 95% t-interval over seeds (None with one value or none)."""
+  """Mean and half-width of its 95% t-interval over seeds (None with one value or none).
+
+  Args:
+    values: one number per seed; None and NaN are left out.
+
+  Returns:
+    (mean, half-width, the count of values used).
+  """
   xs = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
   if len(xs) == 0:
     return None, None, 0
@@ -121,47 +154,58 @@ def mean_interval(values: Iterable[float | None]) -> tuple[float | None, float |
   return float(xs.mean()), float(half), len(xs)
 
 
-# (header, getter, format) of the printed comparison; getters return None when not computed.
-COLUMNS = (
-    ("test acc", lambda r: r["test_accuracy"], "pct"),
-    ("train acc", lambda r: r["train_accuracy"], "pct"),
-    ("attack acc", lambda r: r["attack_accuracy"], "pct"),
-    ("attack AUC", lambda r: r["attack_auc"], "f3"),
-    ("loss AUC", lambda r: (r["threshold_attacks"] or {}).get("loss", {}).get("auc"), "f3"),
+Column = tables.Column
+
+# The printed comparison's own columns, around those the audits declare (`Audit.columns`):
+# the model's accuracies first; then, after the membership-split audits' columns, the headline
+# across them, the weights left and DP's accounted epsilon. Getters return None when not
+# computed.
+MODEL_COLUMNS = (
+    Column("test acc", lambda r: r["test_accuracy"], "pct"),
+    Column("train acc", lambda r: r["train_accuracy"], "pct"),
+)
+TRIAL_COLUMNS = (
     # The strongest attack chosen on split 0 alone (evaluate.audit), measured on the audit
-    # split; the cell names it (`NAMED`).
-    ("best attack AUC", lambda r: r.get("headline_auc"), "f3"),
-    ("nonzero", lambda r: r["weights_nonzero"], "int"),
-    ("epsilon", lambda r: r["dp_epsilon"], "f2"),
-)
-LIRA_COLUMNS = (
-    ("LiRA AUC", lambda r: (r.get("lira") or {}).get("online", {}).get("auc"), "f3"),
-    ("LiRA TPR@0.1%", lambda r: (r.get("lira") or {}).get("online", {}).get(
-        "tpr_at_fpr", {}).get("0.001"), "pct"),
-    ("RMIA AUC", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get("auc"), "f3"),
-    ("RMIA TPR@0.1%", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get(
-        "tpr_at_fpr", {}).get("0.001"), "pct"),
+    # split; the cell names it.
+    Column("best attack AUC", lambda r: r.get("headline_auc"), "f3",
+           interval=lambda r: (r.get("intervals") or {}).get("headline_auc"),
+           named=lambda r: r.get("headline_attack")),
+    Column("nonzero", lambda r: r["weights_nonzero"], "int"),
+    Column("epsilon", lambda r: r["dp_epsilon"], "f2"),
 )
 
 
-# A trial's own 95% interval over its audit examples (the `intervals` field), by column
-# header: what a single-trial row shows instead of an interval over seeds.
-BOOTSTRAP = {
-    "attack acc": lambda r: (r.get("intervals") or {}).get("attack_accuracy"),
-    "attack AUC": lambda r: (r.get("intervals") or {}).get("attack_auc"),
-    "loss AUC": lambda r: ((r.get("intervals") or {}).get("threshold_attacks") or {}).get(
-        "loss", {}).get("auc"),
-    "best attack AUC": lambda r: (r.get("intervals") or {}).get("headline_auc"),
-}
-# Columns whose cell also names what each trial measured, by column header.
-NAMED = {"best attack AUC": lambda r: r.get("headline_attack")}
+def _measured(records: Sequence[dict]) -> list:
+  """The "lira"-layout audits whose fields some record holds: their columns are shown."""
+  from miajax import audits  # pylint: disable=g-import-not-at-top
+  return [a for a in audits.registered() if a.layout == "lira" and a.columns and
+          any(r.get(f) for r in records for f in a.fields)]
+
+
+def columns(records: Sequence[dict] = ()) -> tuple[Column, ...]:
+  """The printed comparison's columns for `records`.
+
+  Args:
+    records: the records shown; a LiRA audit's columns come only where one of them holds its
+      fields (none without records).
+
+  Returns:
+    MODEL_COLUMNS, every membership-split audit's `columns` (registry order), TRIAL_COLUMNS,
+    then the measured LiRA audits' columns.
+  """
+  from miajax import audits  # pylint: disable=g-import-not-at-top
+  per_trial = tuple(c for a in audits.registered() if a.layout == "splits" for c in a.columns)
+  return (MODEL_COLUMNS + per_trial + TRIAL_COLUMNS +
+          tuple(c for a in _measured(records) for c in a.columns))
+
+
 SPLITS_CAPTION = ("±: 95% t-interval over the seeds (each seed with its own membership split "
                   "and audit set: training randomness and the split's sampling)")
 SEEDS_CAPTION = ("±: 95% t-interval over the seeds (training randomness only: all trials "
                  "share one membership split and one audit set)")
 BOOTSTRAP_CAPTION = ("[lo,hi]: one trial; 95% stratified bootstrap interval over its audit "
                      "examples (which examples were audited, not training randomness)")
-# What the short headers mean, below every table (the LiRA line where its columns are).
+# What the short headers mean, below every table; a LiRA audit's `legend` where its columns are.
 LEGEND = (
     "chance: 50% attack acc, 0.500 AUC. attack acc/AUC: the NN attack (attack.kind) on the "
     "audit split",
@@ -172,12 +216,14 @@ LEGEND = (
     "  loss/confidence/entropy/logit (one global threshold on that score), *_class (one per "
     "class)",
 )
-LIRA_LEGEND = ("LiRA/RMIA: online attacks on the target (model 0), the run's other models its "
-               "shadows; TPR@0.1%: at 0.1% FPR")
 
 
 def names(values: Iterable[str | None]) -> str | None:
-  """One name, or each with its count ("loss_class:2,nn:1"), most frequent first; None if none."""
+  """One name, or each with its count ("loss_class:2,nn:1"), most frequent first; None if none.
+
+  Args:
+    values: one name per trial, None where it has none.
+  """
   counts: dict[str, int] = {}
   for v in values:
     if v is not None:
@@ -190,7 +236,7 @@ def names(values: Iterable[str | None]) -> str | None:
 def _fmt(mean, half, kind, bounds=None) -> str:
   if mean is None:
     return "-"
-  scale, spec = {"pct": (100, ".2f"), "f3": (1, ".3f"), "int": (1, ".0f"), "f2": (1, ".2f")}[kind]
+  scale, spec = tables.FORMATS[kind]
   text = format(mean * scale, spec)
   if bounds is not None:
     lo, hi = (format(b * scale, spec) for b in bounds)
@@ -199,7 +245,11 @@ def _fmt(mean, half, kind, bounds=None) -> str:
 
 
 def synthetic_banner(records: Sequence[dict]) -> list[str]:
-  """The line that heads every table of a run on synthetic stand-ins; none for real data."""
+  """The line that heads every table of a run on synthetic stand-ins; none for real data.
+
+  Args:
+    records: the records of the table.
+  """
   fake = sorted({r["dataset"] for r in records if r.get("synthetic")})
   if not fake:
     return []
@@ -213,25 +263,31 @@ def table(records: Sequence[dict]) -> str:
   its shadows, and only the target carries LiRA numbers.
 
   A row with a single trial has no interval over seeds; its attack columns show the trial's
-  bootstrap interval over audit examples (`BOOTSTRAP`) where the record has one. Lines below
+  bootstrap interval over audit examples (`Column.interval`) where the record has one. Lines below
   the table say what each kind of interval covers, then what the columns mean (`LEGEND`,
   chance included); a line above it says SYNTHETIC where the run trained on synthetic
   stand-ins.
+
+  Args:
+    records: the records to show, each a row's trial.
+
+  Returns:
+    The table's lines, joined.
   """
   groups = group_records(records)
-  columns = COLUMNS + (LIRA_COLUMNS if any(r.get("lira") for r in records) else ())
-  header = ["method", "seeds"] + [c[0] for c in columns]
+  shown_columns = columns(records)
+  header = ["method", "seeds"] + [c.header for c in shown_columns]
   rows = [header]
   shown = set()
   for name, rs in groups.items():
     row = [name, str(len(rs))]
-    for title, get, kind in columns:
-      mean, half, n = mean_interval(get(r) for r in rs)
+    for c in shown_columns:
+      mean, half, n = mean_interval(c.get(r) for r in rs)
       bounds = None
-      if n == 1 and title in BOOTSTRAP:
-        bounds = next((BOOTSTRAP[title](r) for r in rs if get(r) is not None), None)
-      cell = _fmt(mean, half, kind, bounds)
-      label = names(NAMED[title](r) for r in rs) if title in NAMED and mean is not None else None
+      if n == 1 and c.interval is not None:
+        bounds = next((c.interval(r) for r in rs if c.get(r) is not None), None)
+      cell = _fmt(mean, half, c.format, bounds)
+      label = names(c.named(r) for r in rs) if c.named and mean is not None else None
       row.append(cell if label is None else f"{cell} {label}")
       shown |= {"seeds"} if half is not None else {"bootstrap"} if bounds else set()
     rows.append(row)
@@ -239,5 +295,5 @@ def table(records: Sequence[dict]) -> str:
   own_splits = len({json.dumps(r.get("split_seed")) for r in records}) > 1
   lines += [SPLITS_CAPTION if own_splits else SEEDS_CAPTION] if "seeds" in shown else []
   lines += [BOOTSTRAP_CAPTION] if "bootstrap" in shown else []
-  lines += LEGEND + ((LIRA_LEGEND,) if columns != COLUMNS else ())
+  lines += LEGEND + tuple(line for a in _measured(records) for line in a.legend)
   return "\n".join(lines)

@@ -75,7 +75,8 @@ def memorised():
 
 @pytest.fixture(scope="module")
 def memorised_attack(memorised):
-  return attack.train(jax.random.PRNGKey(1), "nasr", C, *memorised["train"], epochs=100)
+  return attack.train(jax.random.PRNGKey(1), "nasr", C, attack.AttackSet.of(*memorised["train"]),
+                      attack.Schedule(epochs=100))
 
 
 def test_memorising_classifier_is_attackable(memorised, memorised_attack):
@@ -109,7 +110,8 @@ def test_same_distribution_is_not_attackable():
   labels = np.asarray(jax.random.randint(ky, (4 * n,), 0, C))
   # Order: attack members, audit members, attack non-members, audit non-members.
   m = _halves(logits[:2 * n], labels[:2 * n], logits[2 * n:], labels[2 * n:])
-  params = attack.train(jax.random.PRNGKey(3), "nasr", C, *m["train"], epochs=10)
+  params = attack.train(jax.random.PRNGKey(3), "nasr", C, attack.AttackSet.of(*m["train"]),
+                        attack.Schedule(epochs=10))
   p = attack.predict(params, "nasr", C, m["audit_probs"], m["audit_labels"])
   out = attack.evaluate(p, m["audit_is_member"])
   acc_tol = 3 * math.sqrt(1 / (8 * n))
@@ -217,13 +219,14 @@ def test_attack_step_improves_gain_and_does_not_recompile(memorised):
 def test_train_is_seeded_and_compiles_one_epoch(memorised):
   probs_in, y_in, probs_out, y_out = memorised["train"]
   size = attack._train_epoch._cache_size()
-  a = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
-                   y_out[:100], epochs=3, batch_size=32)
+  data = attack.AttackSet.of(probs_in, y_in, probs_out[:100], y_out[:100])
+  a = attack.train(jax.random.PRNGKey(5), "one_layer", C, data,
+                   attack.Schedule(epochs=3, batch_size=32))
   assert attack._train_epoch._cache_size() == size + 1
-  b = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
-                   y_out[:100], epochs=4, batch_size=32)
-  c = attack.train(jax.random.PRNGKey(5), "one_layer", C, probs_in, y_in, probs_out[:100],
-                   y_out[:100], epochs=3, batch_size=32)
+  b = attack.train(jax.random.PRNGKey(5), "one_layer", C, data,
+                   attack.Schedule(epochs=4, batch_size=32))
+  c = attack.train(jax.random.PRNGKey(5), "one_layer", C, data,
+                   attack.Schedule(epochs=3, batch_size=32))
   assert attack._train_epoch._cache_size() == size + 1
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, c)
   assert not np.array_equal(a["output"]["kernel"], b["output"]["kernel"])
@@ -232,13 +235,16 @@ def test_train_is_seeded_and_compiles_one_epoch(memorised):
 def test_train_rejects_bad_input(memorised):
   probs_in, y_in, probs_out, y_out = memorised["train"]
   with pytest.raises(UserError, match="attack.kind"):
-    attack.train(jax.random.PRNGKey(0), "x", C, probs_in, y_in, probs_out, y_out, epochs=1)
+    attack.train(jax.random.PRNGKey(0), "x", C,
+                 attack.AttackSet.of(probs_in, y_in, probs_out, y_out), attack.Schedule(epochs=1))
   with pytest.raises(UserError, match="attack.epochs"):
-    attack.train(jax.random.PRNGKey(0), "nasr", C, probs_in, y_in, probs_out, y_out,
-                 epochs=-1)
+    attack.train(jax.random.PRNGKey(0), "nasr", C,
+                 attack.AttackSet.of(probs_in, y_in, probs_out, y_out),
+                 attack.Schedule(epochs=-1))
   with pytest.raises(UserError, match="member_probs"):
-    attack.train(jax.random.PRNGKey(0), "nasr", C, probs_in[:, :3], y_in, probs_out, y_out,
-                 epochs=1)
+    attack.train(jax.random.PRNGKey(0), "nasr", C,
+                 attack.AttackSet.of(probs_in[:, :3], y_in, probs_out, y_out),
+                 attack.Schedule(epochs=1))
 
 
 def test_evaluate_keys_and_values():
@@ -290,8 +296,9 @@ def test_early_stopping_stops_early_when_more_epochs_only_overfit():
   p_held, y_held = _no_signal(2, 400)
   held_is_member = np.arange(400) < 200
   _, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(0), "nasr", C, p_in, y_in, p_out, y_out, p_held, y_held,
-      held_is_member, epochs=30, learning_rate=3e-3)
+      jax.random.PRNGKey(0), "nasr", C, attack.AttackSet.of(p_in, y_in, p_out, y_out),
+      attack.HeldOut(p_held, y_held, held_is_member),
+      attack.Schedule(epochs=30, learning_rate=3e-3))
   assert len(gains) == 31 and epoch == int(np.argmax(gains))
   assert epoch <= 5
   assert gains[-1] < gains[epoch] - 0.05          # 30 epochs would have overfit
@@ -302,12 +309,13 @@ def test_early_stopping_keeps_training_while_the_held_out_gain_improves(memorise
   h = 32
   fit = (probs_in[h:], y_in[h:], probs_out[h:], y_out[h:])
   params, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(1), "nasr", C, *fit,
-      np.concatenate([probs_in[:h], probs_out[:h]]), np.concatenate([y_in[:h], y_out[:h]]),
-      np.arange(2 * h) < h, epochs=30)
+      jax.random.PRNGKey(1), "nasr", C, attack.AttackSet.of(*fit), attack.HeldOut(
+          np.concatenate([probs_in[:h], probs_out[:h]]), np.concatenate([y_in[:h], y_out[:h]]),
+          np.arange(2 * h) < h), attack.Schedule(epochs=30))
   assert epoch >= 20 and gains[epoch] > gains[0] + 0.03
   # The kept parameters are exactly `train`'s after that many epochs.
-  again = attack.train(jax.random.PRNGKey(1), "nasr", C, *fit, epochs=epoch)
+  again = attack.train(jax.random.PRNGKey(1), "nasr", C, attack.AttackSet.of(*fit),
+                       attack.Schedule(epochs=epoch))
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, again)
 
 
@@ -315,17 +323,20 @@ def test_early_stopping_with_patience_stops_the_run():
   p_in, y_in = _no_signal(0, 128)
   p_out, y_out = _no_signal(1, 128)
   p_held, y_held = _no_signal(2, 200)
+  data = attack.AttackSet.of(p_in, y_in, p_out, y_out)
   _, epoch, gains = attack.train_early_stopped(
-      jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out, y_out, p_held, y_held,
-      np.arange(200) < 100, epochs=50, batch_size=32, patience=3)
+      jax.random.PRNGKey(0), "one_layer", C, data,
+      attack.HeldOut(p_held, y_held, np.arange(200) < 100),
+      attack.Schedule(epochs=50, batch_size=32, patience=3))
   assert len(gains) == epoch + 4
   with pytest.raises(UserError, match="patience"):
-    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
-                               y_out, p_held, y_held, np.arange(200) < 100, epochs=5,
-                               patience=0)
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, data,
+                               attack.HeldOut(p_held, y_held, np.arange(200) < 100),
+                               attack.Schedule(epochs=5, patience=0))
   with pytest.raises(UserError, match="held_is_member"):
-    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
-                               y_out, p_held, y_held, np.ones(200, bool), epochs=5)
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, data,
+                               attack.HeldOut(p_held, y_held, np.ones(200, bool)),
+                               attack.Schedule(epochs=5))
 
 
 def test_log_features_tell_apart_margins_where_float32_softmax_saturates():
@@ -372,9 +383,9 @@ def test_the_attack_finds_members_beyond_float32_saturation_only_on_log_features
   aucs = {}
   for rep in attack.FEATURES:
     x = attack.features(logits, rep)
-    params = attack.train(jax.random.PRNGKey(0), "nasr", C, x[train & is_member],
-                          labels[train & is_member], x[train & ~is_member],
-                          labels[train & ~is_member], epochs=20)
+    params = attack.train(jax.random.PRNGKey(0), "nasr", C, attack.AttackSet.of(
+        x[train & is_member], labels[train & is_member], x[train & ~is_member],
+        labels[train & ~is_member]), attack.Schedule(epochs=20))
     p = attack.predict(params, "nasr", C, x[audit], labels[audit])
     aucs[rep] = metrics.roc_auc(p, is_member[audit])
   assert aucs["log_probs"] > 0.9 and aucs["log_losses"] > 0.9
@@ -405,8 +416,9 @@ def test_early_stopping_on_auc_keeps_an_attack_that_ranks_but_is_overconfident()
   aucs = {}
   for criterion in attack.EARLY_STOPPING:
     params, epoch, values = attack.train_early_stopped(
-        jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out, y_out, held_p, held_y,
-        held_m, epochs=20, batch_size=32, learning_rate=1.0, criterion=criterion)
+        jax.random.PRNGKey(0), "one_layer", C, attack.AttackSet.of(p_in, y_in, p_out, y_out),
+        attack.HeldOut(held_p, held_y, held_m),
+        attack.Schedule(epochs=20, batch_size=32, learning_rate=1.0, criterion=criterion))
     assert epoch == int(np.argmax(values))
     p = attack.predict(params, "one_layer", C, held_p, held_y)
     measure = metrics.empirical_gain if criterion == "gain" else metrics.roc_auc
@@ -416,5 +428,7 @@ def test_early_stopping_on_auc_keeps_an_attack_that_ranks_but_is_overconfident()
   assert aucs["gain"][0] == 0 and aucs["auc"][0] > 0
   assert aucs["auc"][1] > 0.65 and aucs["auc"][1] > aucs["gain"][1] + 0.15
   with pytest.raises(UserError, match="criterion"):
-    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C, p_in, y_in, p_out,
-                               y_out, held_p, held_y, held_m, epochs=1, criterion="loss")
+    attack.train_early_stopped(jax.random.PRNGKey(0), "one_layer", C,
+                               attack.AttackSet.of(p_in, y_in, p_out, y_out),
+                               attack.HeldOut(held_p, held_y, held_m),
+                               attack.Schedule(epochs=1, criterion="loss"))

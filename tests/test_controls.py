@@ -113,9 +113,10 @@ def test_the_attack_trains_and_predicts_on_more_features_than_classes():
   feats = rng.normal(size=(200, C + 2)).astype(np.float32)
   labels = rng.integers(0, C, 200)
   params, _, _ = attack.train_early_stopped(
-      jax.random.PRNGKey(0), "nasr", C, feats[:80], labels[:80], feats[80:160],
-      labels[80:160], feats[160:], labels[160:], np.arange(40) % 2 == 0, epochs=1,
-      width=C + 2)
+      jax.random.PRNGKey(0), "nasr", C,
+      attack.AttackSet.of(feats[:80], labels[:80], feats[80:160], labels[80:160]),
+      attack.HeldOut(feats[160:], labels[160:], np.arange(40) % 2 == 0),
+      attack.Schedule(epochs=1), width=C + 2)
   assert attack.predict(params, "nasr", C, feats, labels).shape == (200,)
   with pytest.raises(UserError, match=r"probs: shape \(200, 4\); allowed: \(N, 6\)"):
     attack.predict(params, "nasr", C, feats[:, :C], labels)

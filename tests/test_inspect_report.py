@@ -173,7 +173,7 @@ def test_report_writes_the_table_figures_and_numbers(workdir, runs):
   assert set(numbers["figures"].values()) == {"written"}
   row = numbers["table1"]["baseline"]
   assert row["trials"] == TRIALS
-  for header, get, _ in results.COLUMNS:
+  for header, get in ((c.header, c.get) for c in results.columns()):
     assert row[header]["values"] == [get(r) for r in records], header
     mean, half, n = results.mean_interval(get(r) for r in records)
     assert (row[header]["mean"], row[header]["half"], row[header]["n"]) == (mean, half, n)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from miajax import audits
 from miajax import results
 
 
@@ -94,8 +95,9 @@ def test_table_legend_says_what_chance_is_and_what_the_short_headers_mean():
   assert "best attack AUC: the audit-split AUC of the attack strongest on split 0" in legend
   assert "LiRA" not in legend                     # no LiRA columns, no LiRA line
   lira = [dict(one[0], lira={"online": {"auc": 0.6, "tpr_at_fpr": {"0.001": 0.01}}})]
-  assert results.table(lira).splitlines()[-1] == results.LIRA_LEGEND
-  assert max(len(line) for line in results.LEGEND + (results.LIRA_LEGEND,)) <= 110
+  lira_legend, = audits.get("lira").legend
+  assert results.table(lira).splitlines()[-1] == lira_legend
+  assert max(len(line) for line in results.LEGEND + (lira_legend,)) <= 110
 
 
 def test_new_attack_fields_are_in_the_schema():
@@ -147,3 +149,40 @@ def test_a_run_with_a_split_per_trial_says_its_interval_covers_the_splits_sampli
   own = results.table([rec(0, [0, 0], 0.6), rec(1, [0, 1], 0.7)])
   assert results.SEEDS_CAPTION in shared and results.SPLITS_CAPTION not in shared
   assert results.SPLITS_CAPTION in own and results.SEEDS_CAPTION not in own
+
+
+def test_an_audit_adds_its_columns_by_declaring_them(monkeypatch):
+  """A registered audit's `columns` reach the printed table and report.json's comparison with
+  no edit to results.py: a membership-split audit's after the model's accuracies and before
+  the headline, with the trial's bootstrap interval; a LiRA audit's last, only where measured,
+  with its legend."""
+  def get_margin(r):
+    return (r.get("margin_audit") or {}).get("auc")
+
+  splits_audit = audits.Audit(
+      name="margin_column_test", title="test", score=lambda logits, labels: logits[:, 0],
+      columns=(audits.audit.Column(
+          "margin AUC", get_margin, "f3",
+          interval=lambda r: (r.get("margin_audit") or {}).get("interval")),))
+  lira_audit = audits.Audit(
+      name="lira_column_test", title="test", layout="lira", run=lambda t, rng: None,
+      fields=("lira_test",), columns=(audits.audit.Column(
+          "shadow AUC", lambda r: (r.get("lira_test") or {}).get("auc"), "f3"),),
+      legend=("shadow AUC: a test audit's",))
+  monkeypatch.setattr(audits, "_REGISTRY", dict(audits._REGISTRY))
+  monkeypatch.setattr(audits, "NAMES", audits.NAMES)
+  audits.register(splits_audit)
+  audits.register(lira_audit)
+  one = dict(_attack_record("baseline-seed0", "baseline", 0, 0.6, 0.61, 0.58),
+             margin_audit={"auc": 0.655, "interval": [0.6, 0.7]})
+  header = results.table([one]).splitlines()[0].split("  ")
+  header = [h.strip() for h in header if h.strip()]
+  assert header.index("loss AUC") < header.index("margin AUC") < header.index("best attack AUC")
+  assert "0.655 [0.600,0.700]" in results.table([one])
+  assert "shadow AUC" not in results.table([one])        # no record measured it
+  measured = dict(one, lira_test={"auc": 0.7})
+  lines = results.table([measured]).splitlines()
+  assert lines[0].split()[-2:] == ["shadow", "AUC"] and lines[-1] == "shadow AUC: a test audit's"
+  from miajax import report  # pylint: disable=g-import-not-at-top
+  row = report.comparison([one])["baseline"]
+  assert row["margin AUC"]["values"] == [0.655]

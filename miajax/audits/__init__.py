@@ -26,6 +26,12 @@ NAMES: tuple[str, ...] = ()
 
 
 def register(audit: Audit) -> None:
+  """Adds an audit to the registry, its name to NAMES (and to what `config.audits` accepts).
+
+  Args:
+    audit: the declaration: a new name, a layout of LAYOUTS and exactly one of run, score,
+      example_score.
+  """
   global NAMES
   if audit.name in _REGISTRY:
     raise ValueError(f"audit {audit.name!r} is registered already")
@@ -37,7 +43,20 @@ def register(audit: Audit) -> None:
   NAMES = tuple(_REGISTRY)
 
 
+def registered() -> tuple[Audit, ...]:
+  """Every registered audit, in registration order."""
+  return tuple(_REGISTRY.values())
+
+
 def get(name: str) -> Audit:
+  """The registered audit named `name`.
+
+  Args:
+    name: an audit name of NAMES.
+
+  Returns:
+    Its `Audit`; a ValueError listing NAMES for any other name.
+  """
   if name not in _REGISTRY:
     raise ValueError(f"unknown audit {name!r}; allowed: {', '.join(NAMES)}")
   return _REGISTRY[name]
@@ -64,17 +83,32 @@ DEFAULT = ("nn", "loss", "confidence", "entropy", "logit", "selection", "selecti
 
 
 def layout(config) -> str:
-  """The stack layout a config trains: "lira" with LiRA shadows, else "splits"."""
+  """The stack layout a config trains: "lira" with LiRA shadows, else "splits".
+
+  Args:
+    config: the run's config.
+  """
   return "lira" if config.lira.num_shadows else "splits"
 
 
 def selected(config, layout_name: str) -> list[Audit]:
-  """The config's audits that apply to stacks of `layout_name`, in config order."""
+  """The config's audits that apply to stacks of `layout_name`, in config order.
+
+  Args:
+    config: the run's config.
+    layout_name: "splits" or "lira".
+  """
   return [a for a in map(get, config.audits) if a.layout == layout_name]
 
 
 def describe(config, layout_name: str, swept: bool) -> str:
-  """What auditing a stack runs, for its progress line."""
+  """What auditing a stack runs, for its progress line.
+
+  Args:
+    config: the run's config.
+    layout_name: the stack's layout.
+    swept: whether the stack sweeps a hyperparameter (selection runs only then).
+  """
   titles = [a.title for a in selected(config, layout_name)
             if swept or a.name not in ("selection", "selection_gain")]
   return ", ".join(dict.fromkeys(titles)) or "nothing"
@@ -88,6 +122,16 @@ def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_clas
   A trial's audits draw from one generator seeded by its seed, in config order, the threshold
   attacks' headline last (`evaluate.score_audit`). In the "splits" layout the per-example
   scores go to the trial's scores.npz with its logits and roles (`evaluate.scores_file`).
+
+  Args:
+    stack: the trained stack's outputs.
+    seeds: each trial's seed, in stack order.
+    config: the run's config.
+    num_classes: the classes of the labels.
+    swept: whether the stack sweeps a hyperparameter.
+
+  Returns:
+    One Result per trial: its record fields, per-example scores, headline candidate and files.
   """
   audits = selected(config, stack.layout)
   runs = [a for a in audits if a.run is not None]
@@ -114,7 +158,7 @@ def audit_stack(stack: evaluate.StackOutputs, seeds: list[int], config, num_clas
           scores[f"score_{a.name}"] = (a.score(out.logits[k], out.labels) if a.score
                                        else a.example_score(target))
         more, _ = evaluate.score_audit(
-            scores, out.labels, out.is_member, out.split, num_classes, seed, rng=rng,
+            scores, out.roles, num_classes, seed, rng=rng,
             replicates=evaluate.bootstrap_replicates(config.attack), nn=candidate,
             notes=fields.get("notes", ()), attacks=tuple(a.name for a in scored))
         fields |= more

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from miajax import evaluate
+from miajax.tables import Column
 
 LAYOUTS = ("splits", "lira")
 
@@ -52,3 +53,12 @@ class Audit:
   example_score: Callable[[Target], np.ndarray] | None = None
   fields: tuple[str, ...] = ()   # the record fields its `run` writes
   once: bool = False             # on the stack's target (model 0) only
+  # Its columns of the printed comparison (`results.columns`): a "splits" audit's always (with
+  # "-" where a trial did not measure it), after the model's accuracies; a "lira" audit's
+  # where a record holds its `fields`, last, with its `legend` lines below the table.
+  columns: tuple[Column, ...] = ()
+  legend: tuple[str, ...] = ()
+  # What the paired table (`paired.metrics`) compares of it within each pair of a trial and
+  # the baseline's of the same seed: (report.json key, header, getter, format), a column
+  # where some pair measured it.
+  paired: tuple[tuple[str, str, Callable[[dict], Any], str], ...] = ()

@@ -3,7 +3,19 @@ models), over the pool of members each model took half of (`evaluate.lira_audit`
 LiRA with every model in turn as the target, scores pooled (`evaluate.lira_rotated`)."""
 
 from miajax import evaluate
-from miajax.audits.audit import Audit, Result
+from miajax.audits.audit import Audit, Column, Result
+
+COLUMNS = (
+    Column("LiRA AUC", lambda r: (r.get("lira") or {}).get("online", {}).get("auc"), "f3"),
+    Column("LiRA TPR@0.1%", lambda r: (r.get("lira") or {}).get("online", {}).get(
+        "tpr_at_fpr", {}).get("0.001"), "pct"),
+    Column("RMIA AUC", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get("auc"),
+           "f3"),
+    Column("RMIA TPR@0.1%", lambda r: ((r.get("lira") or {}).get("rmia_online") or {}).get(
+        "tpr_at_fpr", {}).get("0.001"), "pct"),
+)
+LEGEND = ("LiRA/RMIA: online attacks on the target (model 0), the run's other models its "
+          "shadows; TPR@0.1%: at 0.1% FPR",)
 
 
 def _run(target, rng):
@@ -27,4 +39,4 @@ def _run(target, rng):
 
 
 AUDIT = Audit(name="lira", title="LiRA and RMIA", layout="lira", run=_run, fields=("lira",),
-              once=True)
+              once=True, columns=COLUMNS, legend=LEGEND)

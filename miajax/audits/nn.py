@@ -2,7 +2,14 @@
 trained on split 0 and measured on the audit split (`evaluate.nn_audit`)."""
 
 from miajax import evaluate
-from miajax.audits.audit import Audit, Result
+from miajax.audits.audit import Audit, Column, Result
+
+COLUMNS = (
+    Column("attack acc", lambda r: r["attack_accuracy"], "pct",
+           interval=lambda r: (r.get("intervals") or {}).get("attack_accuracy")),
+    Column("attack AUC", lambda r: r["attack_auc"], "f3",
+           interval=lambda r: (r.get("intervals") or {}).get("attack_auc")),
+)
 
 
 def _run(target, rng):
@@ -16,4 +23,5 @@ AUDIT = Audit(
     name="nn", title="attack model", run=_run,
     fields=("attack_accuracy", "attack_accuracy_at_half", "attack_auc", "attack_tpr_at_fpr",
             "gain", "js_divergence", "notes", "attack_epochs", "attack_threshold",
-            "per_class"))
+            "per_class"),
+    columns=COLUMNS)

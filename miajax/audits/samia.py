@@ -99,4 +99,12 @@ def _run(target, rng):
                                     "samia_sensitivity": sens.astype(np.float32)})
 
 
-AUDIT = Audit(name="samia", title="pruning-aware attack", run=_run, fields=("samia",))
+# Compared within each pair of a trial and the baseline's (`paired`), where the run measures it.
+PAIRED = (
+    ("samia_auc", "SAMIA AUC", lambda r: (r.get("samia") or {}).get("auc"), "f3"),
+    ("samia_tpr_at_0.001", "SAMIA TPR@0.1%",
+     lambda r: ((r.get("samia") or {}).get("tpr_at_fpr") or {}).get("0.001"), "pct"),
+)
+
+AUDIT = Audit(name="samia", title="pruning-aware attack", run=_run, fields=("samia",),
+              paired=PAIRED)

@@ -19,6 +19,11 @@ NAMES: tuple[str, ...] = ()
 
 
 def register(defence: Defence) -> None:
+  """Adds a defence to the registry, its name to NAMES.
+
+  Args:
+    defence: the declaration; its name must be new.
+  """
   global NAMES
   if defence.name in _REGISTRY:
     raise ValueError(f"defence {defence.name!r} is registered already")
@@ -27,6 +32,14 @@ def register(defence: Defence) -> None:
 
 
 def get(name: str) -> Defence:
+  """The registered defence named `name`.
+
+  Args:
+    name: a method name of NAMES.
+
+  Returns:
+    Its `Defence`; a ValueError listing NAMES for any other name.
+  """
   if name not in _REGISTRY:
     raise ValueError(f"unknown method {name!r}; allowed: {', '.join(NAMES)}")
   return _REGISTRY[name]
@@ -40,6 +53,11 @@ def sections() -> dict[str, dict]:
       if out.setdefault(section, dict(fields)) != dict(fields):
         raise ValueError(f"config section {section!r} is declared twice, differently")
   return out
+
+
+def duration_fields() -> tuple[str, ...]:
+  """The epochs field of every registered defence's phases, once each (`durations`)."""
+  return tuple(dict.fromkeys(f for d in _REGISTRY.values() for _, f in d.phases))
 
 
 def sweeps() -> dict[str, tuple[str, tuple[str, ...], str]]:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from miajax import durations
 from miajax import pruning
 from miajax import steps
 from miajax.defences.defence import Defence, Phase, Recipe
@@ -33,12 +34,16 @@ SECTIONS = {
         "keep": "paper",       # "paper", overall fraction, "uniform:F", "a,b,c", "fc1=0.1,..."
         "pretrain_epochs": 200.0,
         "retrain_epochs": 50.0,
+        # The same durations in steps or examples instead (`durations`): None unless set.
+        **durations.alternatives("pretrain_epochs"),
+        **durations.alternatives("retrain_epochs"),
         # Keep the dense weights of pretraining's end in the state (`AdmmState.dense`), for
         # audits that compare them with the pruned ones (`audits/differencing.py`).
         "keep_dense": False,
     },
     "admm": {
         "epochs": 50.0,
+        **durations.alternatives("epochs"),
         "rho": 1e-3,
         "rho_growth": 1.0,     # rho *= growth at each Z/U update (1.0: fixed rho)
         "update_every": 100,   # steps between Z-projections and dual updates

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 
 import jax
 
+from miajax import durations
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -51,13 +53,13 @@ class Recipe:
     return sum(p.steps for p in self.phases)
 
 
-def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-  return int(round(epochs * steps_per_epoch))
-
-
 def state_fields(extra) -> tuple[str, ...]:
   """The fields of a defence's typed state that hold something (also those of a wrapped
-  defence's, in `inner`): what an audit may read there ("dense": `kept_dense`)."""
+  defence's, in `inner`): what an audit may read there ("dense": `kept_dense`).
+
+  Args:
+    extra: a trial's method state (`TrainState.extra`).
+  """
   if not (isinstance(extra, tuple) and hasattr(extra, "_fields")):
     return ()
   own = tuple(f for f, v in extra._asdict().items()
@@ -67,7 +69,11 @@ def state_fields(extra) -> tuple[str, ...]:
 
 def kept_dense(extra):
   """The weights a defence with a `dense_phase` kept at that phase's end (its state's `dense`,
-  also inside a wrapper's `inner`)."""
+  also inside a wrapper's `inner`).
+
+  Args:
+    extra: a trial's method state.
+  """
   if hasattr(extra, "dense"):
     return extra.dense
   return kept_dense(extra.inner)
@@ -79,7 +85,8 @@ Need = Callable[[bool, str, str], None]
 @dataclasses.dataclass(frozen=True)
 class Defence:
   name: str
-  # (phase name, config field of its epochs), in training order.
+  # (phase name, config field of its epochs), in training order. Each may be given in steps
+  # or examples instead, beside it (`durations`).
   phases: tuple[tuple[str, str], ...] = (("train", "train.epochs"),)
   # (config, steps per phase, model, tx, num_classes, num_members) -> Recipe.
   build: Callable[..., Recipe] | None = None
@@ -113,31 +120,69 @@ class Defence:
   dense_phase: str | None = None
 
   def model_name(self, config) -> str:
-    """The model its trials train: `model_field`'s value, else `model.name`."""
+    """The model its trials train: `model_field`'s value, else `model.name`.
+
+    Args:
+      config: the run's config.
+    """
     return field_value(config, self.model_field) if self.model_field else config.model.name
 
   def phase_steps(self, config, steps_per_epoch: int) -> tuple[int, ...]:
-    """The steps of each phase, known before anything is built."""
-    return tuple(epochs_to_steps(field_value(config, field), steps_per_epoch)
-                 for _, field in self.phases)
+    """The steps of each phase, known before anything is built (`durations.steps`).
+
+    Args:
+      config: the run's config.
+      steps_per_epoch: steps of one pass over the members.
+    """
+    return tuple(durations.steps(config, field, steps_per_epoch) for _, field in self.phases)
 
   def phase_costs(self, config) -> tuple[float, ...]:
-    """Each phase's step cost in plain classifier steps (1.0 unless the defence says)."""
+    """Each phase's step cost in plain classifier steps (1.0 unless the defence says).
+
+    Args:
+      config: the run's config.
+    """
     return tuple(self.step_cost(config, name) if self.step_cost else 1.0
                  for name, _ in self.phases)
 
   def recipe(self, config, model, tx, steps_per_epoch: int, num_classes: int,
              num_members: int) -> Recipe:
+    """The recipe of one stack of this defence's trials.
+
+    Args:
+      config: the run's config.
+      model: the classifier module.
+      tx: the classifier's optimizer.
+      steps_per_epoch: steps of one pass over the members (`phase_steps`).
+      num_classes: the classes of the labels.
+      num_members: the members each trial trains on.
+
+    Returns:
+      `build`'s Recipe; a ValueError for a defence that only wraps another.
+    """
     if self.build is None:
       raise ValueError(f"{self.name} only wraps another defence; compose it with one")
     return self.build(config, self.phase_steps(config, steps_per_epoch), model, tx,
                       num_classes, num_members)
 
   def added_terms(self, phase: str) -> tuple[str, ...]:
+    """The terms it adds to the cross-entropy in `phase`.
+
+    Args:
+      phase: a phase name.
+
+    Returns:
+      The names of `terms` that apply there, in declaration order.
+    """
     return tuple(term for term, where in self.terms if where in (None, phase))
 
 
 def field_value(config, field: str):
-  """config["section.key"]."""
+  """config["section.key"].
+
+  Args:
+    config: the run's config.
+    field: "section.key".
+  """
   section, key = field.split(".")
   return config[section][key]

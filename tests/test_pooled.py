@@ -39,7 +39,7 @@ def _by_name(records):
 
 
 def test_two_runs_over_disjoint_seeds_pool_into_what_one_run_over_both_computes(
-    tmp_path, data_dir):
+    tmp_path, data_dir, capsys):
   one, two = _run(tmp_path / "s0", data_dir, (0,)), _run(tmp_path / "s1", data_dir, (1,))
   both = _run(tmp_path / "both", data_dir, (0, 1))
   pooled_records = pooled.pool([str(one), str(two)])
@@ -51,10 +51,9 @@ def test_two_runs_over_disjoint_seeds_pool_into_what_one_run_over_both_computes(
                        env=cpu_env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
   assert "seed 0 is in both" in out.stderr and "disjoint seeds" in out.stderr
-  ok = subprocess.run([sys.executable, "-m", "miajax.pooled", str(one), str(two)], cwd=ROOT,
-                      env=cpu_env(), capture_output=True, text=True, timeout=120)
-  assert ok.returncode == 0, ok.stderr[-2000:]
-  assert "baseline" in ok.stdout and "pooled 2 trials over seeds 0, 1" in ok.stderr
+  pooled.main(["pooled", str(one), str(two)])
+  out, err = capsys.readouterr()
+  assert "baseline" in out and "pooled 2 trials over seeds 0, 1" in err
 
 
 def _workdir(path, seeds, **changes):

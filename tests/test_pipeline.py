@@ -102,7 +102,7 @@ def test_prefetching_yields_exactly_the_plain_batches_also_after_a_resume():
       np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_prefetching_raises_the_readers_error_and_stops_when_closed():
+def test_prefetching_raises_the_readers_error_and_has_stopped_once_closed():
   def failing():
     yield {"x": np.zeros(1)}
     raise OSError("unreadable record")
@@ -110,11 +110,10 @@ def test_prefetching_raises_the_readers_error_and_stops_when_closed():
   assert next(got)["x"].shape == (1,)
   with pytest.raises(OSError, match="unreadable record"):
     next(got)
-  endless = pipeline.prefetch(iter(lambda: {"x": np.zeros(1)}, None), depth=1)
+  def slow(b):                         # the thread is mid-batch when the run closes it
+    time.sleep(0.3)
+    return b
+  endless = pipeline.prefetch(iter(lambda: {"x": np.zeros(1)}, None), slow, depth=1)
   next(endless)
-  endless.close()                      # the reader thread sees the stop and ends
-  for _ in range(50):
-    if not any(t.name == "miajax-prefetch" for t in threading.enumerate()):
-      break
-    time.sleep(0.1)
+  endless.close()                      # returns only when the thread has ended
   assert not any(t.name == "miajax-prefetch" for t in threading.enumerate())

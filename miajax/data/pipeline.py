@@ -330,7 +330,7 @@ def prefetch(batches: Iterator, prepare: Callable = lambda b: b, depth: int = 2)
   thread while the caller computes with the current one: reading, augmenting and placing a
   batch leave the step's critical path. The batches are those of `batches` exactly, so a
   resumed run still reads what an uninterrupted one would. Closing the generator stops the
-  thread; an error in it is raised here."""
+  thread and waits for it; an error in it is raised here."""
   ready, stop = queue.Queue(maxsize=depth), threading.Event()
 
   def put(item) -> bool:
@@ -351,7 +351,8 @@ def prefetch(batches: Iterator, prepare: Callable = lambda b: b, depth: int = 2)
     except BaseException as e:  # pylint: disable=broad-except
       put((None, e))
 
-  threading.Thread(target=work, daemon=True, name="miajax-prefetch").start()
+  thread = threading.Thread(target=work, daemon=True, name="miajax-prefetch")
+  thread.start()
   try:
     while True:
       item, error = ready.get()
@@ -362,6 +363,9 @@ def prefetch(batches: Iterator, prepare: Callable = lambda b: b, depth: int = 2)
       yield item
   finally:
     stop.set()
+    # A thread still placing a batch when the interpreter exits (after Ctrl-C, say) aborts
+    # the process inside XLA: close returns only once it has left.
+    thread.join()
 
 
 def place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

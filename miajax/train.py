@@ -46,14 +46,14 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
   check_workdir(workdir)
   workdir = paths.of(workdir)
   config_lib.validate(config)
-  data = pipeline.load(config)
+  trials = trials_lib.make(config)
+  for t in trials:
+    config_lib.validate(trials_lib.config_for(config, t))
+  data = pipeline.load(config)     # may build the dataset: only once the config is sound
   if data.synthetic:
     config = config_lib.with_synthetic(config)   # recorded in config.json, checked on resume
   split = splits_lib.make(config.seed, data.num_examples("train"), data.num_examples("test"),
                           config.data.train_size)
-  trials = trials_lib.make(config)
-  for t in trials:
-    config_lib.validate(trials_lib.config_for(config, t))
   # One membership split for the run, or one per trial drawn from (seed, trial seed), so that
   # the spread over seeds covers the split's sampling too.
   trial_splits = {t.name: splits_lib.make(

@@ -57,7 +57,7 @@ def test_the_controls_config_adds_the_narrow_control_and_the_attacks_that_know_p
   c = leaky_fashion_mnist_lenet5.get_config("controls")
   config_lib.validate(c)
   assert "narrow" in c.methods and c.pruning.keep_dense
-  assert {"samia", "differencing"} <= set(c.audits)
+  assert {"samia", "differencing", "grad_norm"} <= set(c.audits)
   # The default and the other variants keep neither the dense weights nor the new audits.
   plain = leaky_fashion_mnist_lenet5.get_config()
   assert not plain.pruning.keep_dense and "samia" not in plain.audits

@@ -115,7 +115,7 @@ def test_the_controls_parts_each_pair_with_the_baseline_and_together_are_the_who
     c = leaky.get_config(arg)
     config_lib.validate(c)
     assert c.split_per_trial and c.seeds == (0, 1, 2, 3, 4)
-    assert {"samia", "differencing"} <= set(c.audits) and c.pruning.keep_dense
+    assert {"samia", "differencing", "grad_norm"} <= set(c.audits) and c.pruning.keep_dense
     return {t.name for t in trials.make(c)}
 
   whole = names("controls")

@@ -21,7 +21,8 @@ The audit set holds 1,250 members and 1,250 non-members.
       LeNet-5 as small as the pruned one (`narrow`: 4,005 weights against 4,012); seeds 0-4,
       each with its own membership split, so `python -m miajax.report DIR` pairs every trial
       with the baseline of its seed and split. Beside the default audits, the pruning-aware
-      attack (`samia`) and the differencing attack on the dense checkpoint (`differencing`)
+      attack (`samia`), the differencing attack on the dense checkpoint (`differencing`) and
+      the white-box gradient norm over the surviving weights (`grad_norm`)
   python -m miajax.main --config=configs/leaky_fashion_mnist_lenet5.py:controls_small --workdir=DIR
       one part of `:controls` (over an hour on 2 CPU cores): `controls_schedule` (keep 1.0),
       `controls_l2` (weight decay) or `controls_small` (`narrow`), each beside the baseline
@@ -81,9 +82,10 @@ def get_config(arg=None):
     if "controls_small" in parts:
       c.methods += ("narrow",)
     # No Algorithm 1 here: its cross-validated gains are the costly part of a swept audit.
-    # The attacks that know the defence: pruning-aware (SAMIA-style) and differencing, which
-    # reads the dense weights pruning keeps from its pretraining's end.
-    c.audits = tuple(a for a in c.audits if a != "selection_gain") + ("samia", "differencing")
+    # The attacks that know the defence: pruning-aware (SAMIA-style), differencing, which
+    # reads the dense weights pruning keeps from its pretraining's end, and white-box.
+    c.audits = tuple(a for a in c.audits if a != "selection_gain") + (
+        "samia", "differencing", "grad_norm")
     c.pruning.keep_dense = True
   if "privacy" in args:
     c.methods = ("baseline", "pruning", "minmax", "dp")

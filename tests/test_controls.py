@@ -63,6 +63,19 @@ def test_the_controls_config_adds_the_narrow_control_and_the_attacks_that_know_p
   assert not plain.pruning.keep_dense and "samia" not in plain.audits
 
 
+def test_the_lira_stacks_of_the_leaky_regime_train_each_defence_as_the_leaky_config_does():
+  # Only the lengths differ (half the epochs, rho growing faster to the same end): a LiRA
+  # stack of a weaker Min-Max (say, at App. D's inert attack rate) would flatter the others.
+  from miajax.configs import leaky_fashion_mnist_lenet5, lira_leaky_fashion_mnist_lenet5
+  leaky = leaky_fashion_mnist_lenet5.get_config()
+  lira = lira_leaky_fashion_mnist_lenet5.get_config()
+  for section in ("minmax", "dp", "optimizer", "model"):
+    assert lira[section].to_dict() == leaky[section].to_dict(), section
+  assert lira.pruning.keep == leaky.pruning.keep and lira.admm.rho == leaky.admm.rho
+  assert lira.admm.rho * lira.admm.rho_growth ** 10 == pytest.approx(
+      leaky.admm.rho * leaky.admm.rho_growth ** 20, rel=0.01)
+
+
 # ------------------------------------------------------------- the dense weights, kept
 
 

@@ -36,6 +36,9 @@ def get_config(arg=None):
   c.admm.rho = 0.01
   c.admm.rho_growth = 1.69          # 1.3^2: rho ends near 1.9 after 10 updates, as after 20
   c.pruning.retrain_epochs = 15.0
+  # Min-Max as in the leaky config: App. D's attack rate of 1e-5 barely moves the inner attack.
+  c.minmax.gamma = 1.0
+  c.minmax.attack_learning_rate = 1e-3
   c.train.log_every = 500
   c.train.checkpoint_every = 2000
   if "smoke" in config_lib.parse_arg(arg):

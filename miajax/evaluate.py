@@ -409,9 +409,9 @@ def audit(out: Outputs, k: int, num_classes: int, attack_config, seed: int,
   Returns:
     The record fields: `attack.evaluate`'s (attack_accuracy at the chosen threshold,
     attack_accuracy_at_half at p >= 0.5, AUC, TPR, gain, notes), attack_epochs,
-    attack_threshold, threshold_attacks {name: {accuracy, auc}}, the headline (headline_attack,
-    headline_auc, headline_accuracy, headline_tpr_at_fpr, headline_selection {candidate:
-    split-0 AUC}), intervals (95% stratified bootstrap intervals over audit examples:
+    attack_threshold, threshold_attacks {name: {accuracy, auc, tpr_at_fpr}}, the headline
+    (headline_attack, headline_auc, headline_accuracy, headline_tpr_at_fpr, headline_selection
+    {candidate: split-0 AUC}), intervals (95% stratified bootstrap intervals over audit examples:
     attack_accuracy, attack_auc, attack_tpr_at_fpr, threshold_attacks {name: {accuracy, auc}},
     headline_accuracy, headline_auc, headline_tpr_at_fpr), per_class; and the per-example
     scores of every example of both splits for scores.npz: score_nn (P(member)), score_<name>
@@ -535,7 +535,9 @@ def score_audit(scores: dict[str, np.ndarray], roles: Roles, num_classes: int | 
       continue
     s = scores[f"score_{name}"]
     fitted = metrics.threshold_attack(s[fit], is_member[fit], s[test], is_member[test])
-    fields["threshold_attacks"][name] = {"accuracy": fitted["accuracy"], "auc": fitted["auc"]}
+    fields["threshold_attacks"][name] = {"accuracy": fitted["accuracy"], "auc": fitted["auc"],
+                                         "tpr_at_fpr": metrics.tpr_report(s[test],
+                                                                          is_member[test])[0]}
     calls[name] = s >= fitted["threshold"]
   for name, base in CLASS_THRESHOLD_ATTACKS.items():
     if labels is None or f"score_{base}" not in scores:
@@ -546,7 +548,8 @@ def score_audit(scores: dict[str, np.ndarray], roles: Roles, num_classes: int | 
     shifted = scores[f"score_{base}"] - thresholds[labels]
     fields["threshold_attacks"][name] = {
         "accuracy": metrics.balanced_accuracy(shifted[test] >= 0, is_member[test]),
-        "auc": metrics.roc_auc(shifted[test], is_member[test])}
+        "auc": metrics.roc_auc(shifted[test], is_member[test]),
+        "tpr_at_fpr": metrics.tpr_report(shifted[test], is_member[test])[0]}
     scores[f"score_{name}"], calls[name] = shifted, shifted >= 0
 
   fields["headline_selection"] = _headline_selection(

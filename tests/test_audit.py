@@ -91,6 +91,8 @@ def test_class_threshold_scores_are_the_score_minus_its_split_0_class_threshold(
     np.testing.assert_array_equal(scores[f"score_{name}"], scores[base] - thresholds[out.labels])
     assert fields["threshold_attacks"][name]["accuracy"] == metrics.balanced_accuracy(
         scores[f"score_{name}"][test] >= 0, out.is_member[test])
+    assert fields["threshold_attacks"][name]["tpr_at_fpr"] == metrics.tpr_report(
+        scores[f"score_{name}"][test], out.is_member[test])[0]
 
 
 def test_nothing_is_chosen_from_split_1(audited):

@@ -67,7 +67,7 @@ def test_an_opt_in_threshold_audit_joins_the_threshold_attacks_the_headline_and_
   result, = audits.audit_stack(_stack(out), [0], _config(audits.DEFAULT + ("margin",)), C,
                                swept=False)
   f = result.fields
-  assert set(f["threshold_attacks"]["margin"]) == {"accuracy", "auc"}
+  assert set(f["threshold_attacks"]["margin"]) == {"accuracy", "auc", "tpr_at_fpr"}
   assert "margin" in f["headline_selection"] and "score_margin" in result.scores
   assert f["intervals"]["threshold_attacks"]["margin"]["auc"] is not None
   # Its split-0 choice reads split 0 only: the margin AUC there, recomputed.
@@ -164,11 +164,15 @@ def test_a_run_listing_grad_norm_records_it_as_a_threshold_attack_and_a_headline
   c.attack.epochs = 1
   c.audits = audits.DEFAULT + ("grad_norm",)
   record, = train.train_and_evaluate(c, tmp_path)
-  assert set(record["threshold_attacks"]["grad_norm"]) == {"accuracy", "auc"}
+  assert set(record["threshold_attacks"]["grad_norm"]) == {"accuracy", "auc", "tpr_at_fpr"}
   assert "grad_norm" in record["headline_selection"]
   scores = np.load(tmp_path / record["name"] / "scores.npz")
   assert scores["score_grad_norm"].shape == scores["labels"].shape
   assert np.all(scores["score_grad_norm"] <= 0)      # minus a norm
+  # Its low-FPR number is that of its audit-split scores.
+  test = scores["split"] == 1
+  assert record["threshold_attacks"]["grad_norm"]["tpr_at_fpr"] == metrics.tpr_report(
+      scores["score_grad_norm"][test], scores["is_member"][test])[0]
 
 
 _TWO_DEVICE_GRAD_NORMS = """

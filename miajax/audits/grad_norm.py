@@ -11,4 +11,15 @@ def _score(target):
   return -target.stack.membership_grad_norms(target.k)[target.k].astype("float64")
 
 
-AUDIT = Audit(name="grad_norm", title="gradient norms", example_score=_score)
+def _threshold_attack(r):
+  return (r.get("threshold_attacks") or {}).get("grad_norm") or {}
+
+
+# Compared within each pair of a trial and the baseline's, where the run measures it.
+PAIRED = (
+    ("grad_norm_auc", "grad-norm AUC", lambda r: _threshold_attack(r).get("auc"), "f3"),
+    ("grad_norm_tpr_at_0.001", "grad-norm TPR@0.1%",
+     lambda r: (_threshold_attack(r).get("tpr_at_fpr") or {}).get("0.001"), "pct"),
+)
+
+AUDIT = Audit(name="grad_norm", title="gradient norms", example_score=_score, paired=PAIRED)

@@ -5,7 +5,8 @@ Carlini et al. 2022). In a LiRA run every method's target trains on the same hal
 pool (one `lira_keep.npz`), so each member's online LiRA score can be followed from the
 baseline's target to each defence's. For the baseline's most exposed 1% of members this
 reports their median score under each defence and the share of them each defence's own
-LiRA still calls members at 0.1% FPR.
+LiRA still calls members at 0.1% FPR. One target's top 1% is a few dozen examples; with every
+model of the stacks in turn as the target (`lira.rotated`), the same is pooled over all of them.
 """
 
 import math
@@ -41,10 +42,33 @@ def _target_scores(workdir: Path, record: dict) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(f["score_lira_online"], np.float64), np.asarray(f["is_member"], bool)
 
 
+def _rotated_scores(workdir: Path, record: dict) -> tuple[np.ndarray, np.ndarray] | None:
+  """Every model of the stack as the target: scores and membership, (models, pool) each."""
+  with paths.load_npz(workdir / record["name"] / "lira_scores.npz") as f:
+    if "rotated_score" not in f:
+      return None
+    member = np.asarray(f["rotated_is_member"], bool)
+    models = member.size // len(f["is_member"])
+    return (np.asarray(f["rotated_score"], np.float64).reshape(models, -1),
+            member.reshape(models, -1))
+
+
+def _followed(base: np.ndarray, member: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+  """The baseline's top-1% members of one target (`base`, `member`), followed into a
+  defence's target on the same half (`scores`)."""
+  members = np.flatnonzero(member)
+  k = max(1, math.ceil(TOP_FRACTION * members.size))
+  top = members[np.argsort(-base[members], kind="stable")[:k]]
+  return {"top": top, "called": scores[top] > threshold_at_fpr(scores, member)}
+
+
 def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> dict[str, Any]:
   """{"top": k, "members": n, "fpr": FPR, "methods": {group: {median_score,
-  still_called_members, median_score_all_members}}} for a LiRA run with a baseline target;
-  {} otherwise (a note says why where it matters)."""
+  still_called_members, median_score_all_members}}, "rotated": {"targets": m, "top": m * k,
+  "methods": {group: {median_score, still_called_members}}}} for a LiRA run with a baseline
+  target ("rotated" where every stack saved its rotated scores, over its m models, each model
+  followed into the same model of each defence's stack); {} otherwise (a note says why where
+  it matters)."""
   workdir = paths.of(workdir)
   targets = {results.group_of(r): r for r in records if r.get("lira")}
   if REFERENCE not in targets:
@@ -68,18 +92,43 @@ def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> d
         "median_score": float(np.median(scores[top])),
         "still_called_members": float(np.mean(scores[top] > threshold)),
         "median_score_all_members": float(np.median(scores[members]))}
+  rotated = {g: _rotated_scores(workdir, targets[g]) for g in out["methods"]}
+  if all(r is not None for r in rotated.values()):
+    base_all, member_all = rotated[REFERENCE]
+    out["rotated"] = {"targets": len(base_all), "top": int(k * len(base_all)), "methods": {}}
+    for g, (scores_all, member_g) in rotated.items():
+      if not np.array_equal(member_g, member_all):
+        notes.append(f"exposure: {g}'s models are not on the baseline's halves; left out")
+        continue
+      followed = [_followed(b, m, s) for b, m, s in zip(base_all, member_all, scores_all)]
+      out["rotated"]["methods"][g] = {
+          "median_score": float(np.median(np.concatenate(
+              [s[f["top"]] for s, f in zip(scores_all, followed)]))),
+          "still_called_members": float(np.mean(np.concatenate(
+              [f["called"] for f in followed])))}
   return out
 
 
 def table(exposure: dict[str, Any]) -> str:
   if not exposure:
     return ""
+  rotated = exposure.get("rotated", {})
   rows = [["method", "top-1% median score", "called at 0.1% FPR", "all members' median"]]
+  if rotated:
+    rows[0] += [f"called, {rotated['targets']} targets", "their median score"]
   for g, e in exposure["methods"].items():
     rows.append([g, f"{e['median_score']:.3g}", f"{100 * e['still_called_members']:.0f}%",
                  f"{e['median_score_all_members']:.3g}"])
+    if rotated:
+      r = rotated["methods"].get(g)
+      rows[-1] += (["-", "-"] if r is None else
+                   [f"{100 * r['still_called_members']:.1f}%", f"{r['median_score']:.3g}"])
   lines = tables.text(rows)
   lines.append(f"the baseline target's {exposure['top']} most exposed of {exposure['members']} "
                "members (highest online LiRA score), followed into each method's target "
                "(same pool, same half); called: above that target's own 0.1%-FPR threshold")
+  if rotated:
+    lines.append(f"{rotated['targets']} targets: each model of the baseline's stack in turn, "
+                 f"its top 1% ({rotated['top']} in all) followed into the same model of each "
+                 "method's stack, scored against that stack's other models")
   return "\n".join(lines)

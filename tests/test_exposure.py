@@ -6,9 +6,14 @@ import pytest
 from miajax import exposure
 
 
-def _write(workdir, name, scores, is_member):
+def _write(workdir, name, scores, is_member, rotated=None):
+  """A target's lira_scores.npz; `rotated`: (scores, is_member), (models, pool) each, of
+  every model of the stack as the target (model 0 the target itself)."""
   (workdir / name).mkdir(parents=True)
-  np.savez(workdir / name / "lira_scores.npz", score_lira_online=scores, is_member=is_member)
+  extra = {} if rotated is None else {"rotated_score": rotated[0].reshape(-1),
+                                      "rotated_is_member": rotated[1].reshape(-1)}
+  np.savez(workdir / name / "lira_scores.npz", score_lira_online=scores, is_member=is_member,
+           **extra)
   return {"name": name, "method": name.split("-")[0], "group": None, "lira": {"online": {}}}
 
 
@@ -48,3 +53,32 @@ def test_a_target_on_other_members_is_left_out_with_a_note(tmp_path):
   e = exposure.compare(tmp_path, records, notes)
   assert list(e["methods"]) == ["baseline"] and "dp" in notes[0]
   assert exposure.compare(tmp_path, records[1:], []) == {}     # no baseline target
+
+
+def test_with_every_model_as_the_target_each_models_own_top_members_are_followed(tmp_path):
+  # 3 models on complementary halves; each model's 20 most exposed members are its own.
+  rng = np.random.default_rng(1)
+  models, n = 3, 4000
+  member = np.stack([(np.arange(n) // 50 + m) % 2 == 0 for m in range(models)])
+  base = rng.normal(size=(models, n))
+  tops = [np.flatnonzero(member[m])[20 * m:20 * (m + 1)] for m in range(models)]
+  for m, top in enumerate(tops):
+    base[m, top] += 10.0
+  hides = base.copy()
+  for m, top in enumerate(tops[1:], 1):          # hides the top members of models 1 and 2
+    hides[m, top] = rng.normal(size=20)
+  records = [_write(tmp_path, "baseline-lira00", base[0], member[0], (base, member)),
+             _write(tmp_path, "pruning-lira00", hides[0], member[0], (hides, member))]
+  notes = []
+  e = exposure.compare(tmp_path, records, notes)
+  assert not notes and e["rotated"]["targets"] == 3 and e["rotated"]["top"] == 60
+  # Model 0 alone says nothing is hidden; over all three, two thirds are.
+  assert e["methods"]["pruning"]["still_called_members"] == 1.0
+  assert e["rotated"]["methods"]["baseline"]["still_called_members"] == 1.0
+  assert e["rotated"]["methods"]["pruning"]["still_called_members"] == pytest.approx(
+      1 / 3, abs=0.05)
+  assert "3 targets" in exposure.table(e)
+  # Without the rotated scores (an older run), the target's table alone.
+  plain = [_write(tmp_path / "old", r["name"], s, member[0])
+           for r, s in zip(records, (base[0], hides[0]))]
+  assert "rotated" not in exposure.compare(tmp_path / "old", plain, [])

@@ -12,6 +12,8 @@ cores (43 minutes here): the baseline trains 50 epochs (39 steps an epoch at bat
 an epoch (rho growing 1.69x, to the leaky config's final ~1.9) and retrains the masked model
 for 15. The leaky config's lengths are --config.train.epochs=100
 --config.pruning.pretrain_epochs=100 --config.admm.epochs=20 --config.pruning.retrain_epochs=30.
+Min-Max and DP-SGD train with the leaky config's recipes:
+--config.methods="('baseline','minmax','dp')" (78 minutes here, the cores shared).
 
   python -m miajax.main --config=configs/lira_leaky_fashion_mnist_lenet5.py --workdir=DIR
   python -m miajax.main --config=configs/lira_leaky_fashion_mnist_lenet5.py:smoke --workdir=DIR

@@ -53,13 +53,20 @@ def _rotated_scores(workdir: Path, record: dict) -> tuple[np.ndarray, np.ndarray
             member.reshape(models, -1))
 
 
-def _followed(base: np.ndarray, member: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-  """The baseline's top-1% members of one target (`base`, `member`), followed into a
-  defence's target on the same half (`scores`)."""
+def _top(base: np.ndarray, member: np.ndarray) -> np.ndarray:
+  """The members with the highest 1% of one target's scores."""
   members = np.flatnonzero(member)
   k = max(1, math.ceil(TOP_FRACTION * members.size))
-  top = members[np.argsort(-base[members], kind="stable")[:k]]
-  return {"top": top, "called": scores[top] > threshold_at_fpr(scores, member)}
+  return members[np.argsort(-base[members], kind="stable")[:k]]
+
+
+def _followed(tops, members, scores) -> dict[str, float]:
+  """The baseline's top members of each target (`tops`), followed into the defence's target
+  on the same half (`members`, `scores`), pooled over the targets."""
+  picked = [s[t] for s, t in zip(scores, tops)]
+  called = [s[t] > threshold_at_fpr(s, m) for s, t, m in zip(scores, tops, members)]
+  return {"median_score": float(np.median(np.concatenate(picked))),
+          "still_called_members": float(np.mean(np.concatenate(called)))}
 
 
 def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> dict[str, Any]:
@@ -78,34 +85,25 @@ def compare(workdir: str | Path, records: Sequence[dict], notes: list[str]) -> d
     notes.append("exposure: the baseline target has no lira_scores.npz")
     return {}
   base, member = loaded[REFERENCE]
-  members = np.flatnonzero(member)
-  k = max(1, math.ceil(TOP_FRACTION * members.size))
-  top = members[np.argsort(-base[members], kind="stable")[:k]]
-  out = {"top": int(k), "members": int(members.size), "fpr": FPR, "methods": {}}
+  top = _top(base, member)
+  out = {"top": len(top), "members": int(member.sum()), "fpr": FPR, "methods": {}}
   for g, got in loaded.items():
     if got is None or not np.array_equal(got[1], member):
       notes.append(f"exposure: {g} is not scored on the baseline target's members; left out")
       continue
     scores, _ = got
-    threshold = threshold_at_fpr(scores, member)
-    out["methods"][g] = {
-        "median_score": float(np.median(scores[top])),
-        "still_called_members": float(np.mean(scores[top] > threshold)),
-        "median_score_all_members": float(np.median(scores[members]))}
+    out["methods"][g] = _followed([top], [member], [scores]) | {
+        "median_score_all_members": float(np.median(scores[member]))}
   rotated = {g: _rotated_scores(workdir, targets[g]) for g in out["methods"]}
   if all(r is not None for r in rotated.values()):
     base_all, member_all = rotated[REFERENCE]
-    out["rotated"] = {"targets": len(base_all), "top": int(k * len(base_all)), "methods": {}}
+    tops = [_top(b, m) for b, m in zip(base_all, member_all)]
+    out["rotated"] = {"targets": len(tops), "top": sum(map(len, tops)), "methods": {}}
     for g, (scores_all, member_g) in rotated.items():
       if not np.array_equal(member_g, member_all):
         notes.append(f"exposure: {g}'s models are not on the baseline's halves; left out")
         continue
-      followed = [_followed(b, m, s) for b, m, s in zip(base_all, member_all, scores_all)]
-      out["rotated"]["methods"][g] = {
-          "median_score": float(np.median(np.concatenate(
-              [s[f["top"]] for s, f in zip(scores_all, followed)]))),
-          "still_called_members": float(np.mean(np.concatenate(
-              [f["called"] for f in followed])))}
+      out["rotated"]["methods"][g] = _followed(tops, member_all, scores_all)
   return out
 
 
